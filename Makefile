@@ -1,0 +1,113 @@
+# jobd - see README.md. `make run` and `make test` are all a newcomer needs.
+.DELETE_ON_ERROR:
+.SUFFIXES:
+.PHONY: all run test unit integration asan tsan bench clean install deps deps-test valgrind
+
+PREFIX  ?= /usr/local
+VARIANT ?= release
+CC      ?= cc
+PKGS    := libmicrohttpd libcjson sqlite3 libuv libcurl libcrypto
+
+# Debian packages: what building needs, and what the tests add.
+DEPS_BUILD := build-essential pkg-config libmicrohttpd-dev libcjson-dev libsqlite3-dev libuv1-dev \
+              libcurl4-openssl-dev libssl-dev
+DEPS_TEST  := python3 python3-pytest python3-requests wrk curl valgrind
+DEPS_PROBE := /usr/include/microhttpd.h /usr/include/cjson/cJSON.h /usr/include/sqlite3.h /usr/include/uv.h \
+              /usr/include/x86_64-linux-gnu/curl/curl.h /usr/include/openssl/evp.h /usr/bin/pkg-config
+
+WARN    := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wmissing-prototypes \
+           -Wstrict-prototypes -Wno-unused-parameter
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm -ldl
+
+ifeq ($(VARIANT),release)
+  VFLAGS := -O2 -g
+else ifeq ($(VARIANT),debug)
+  VFLAGS := -O0 -g3
+else ifeq ($(VARIANT),asan)
+  VFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else ifeq ($(VARIANT),tsan)
+  VFLAGS := -O1 -g -fsanitize=thread -fno-omit-frame-pointer
+else
+  $(error unknown VARIANT $(VARIANT): release, debug, asan or tsan)
+endif
+
+OBJDIR  := build/$(VARIANT)
+LIB_SRC := $(wildcard common/*.c storage/*.c tasks/*.c executors/*.c core/*.c) \
+           $(filter-out server/main.c,$(wildcard server/*.c))
+LIB_OBJ := $(LIB_SRC:%.c=$(OBJDIR)/%.o)
+MAIN_OBJ := $(OBJDIR)/server/main.o
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(OBJDIR)/tests/%)
+BIN     := $(OBJDIR)/jobd
+
+all: build/jobd
+
+# build/jobd is the release binary; sanitizer variants live in their own folders.
+.PHONY: build/jobd
+build/jobd:
+	@$(MAKE) --no-print-directory VARIANT=release build/release/jobd
+	@cp -p build/release/jobd build/jobd.tmp && mv -f build/jobd.tmp build/jobd
+
+$(BIN): $(LIB_OBJ) $(MAIN_OBJ)
+	$(CC) $(VFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(OBJDIR)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(VFLAGS) $(PKG_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(OBJDIR)/tests/%: tests/unit/%.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) -Wno-missing-prototypes $(VFLAGS) $(PKG_CFLAGS) -MMD -MP -o $@ $< $(LIB_OBJ) $(PKG_LIBS)
+
+-include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(UNIT_BIN:=.d)
+
+# Installs what is missing, and nothing when everything is there.
+deps:
+	@missing=0; for f in $(DEPS_PROBE); do [ -e $$f ] || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+	  echo "deps: installing $(DEPS_BUILD)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q --no-install-recommends $(DEPS_BUILD) >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(DEPS_BUILD); }; \
+	fi
+
+deps-test: deps
+	@missing=0; for c in /usr/bin/python3 /usr/bin/wrk /usr/bin/curl /usr/bin/valgrind; do [ -x $$c ] || missing=1; done; \
+	/usr/bin/python3 -c 'import pytest, requests' 2>/dev/null || missing=1; \
+	if [ $$missing = 1 ]; then \
+	  echo "deps: installing $(DEPS_TEST)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q --no-install-recommends $(DEPS_TEST) >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(DEPS_TEST); }; \
+	fi
+
+run: deps
+	@$(MAKE) --no-print-directory build/jobd
+	./build/jobd $(ARGS)
+
+unit: $(UNIT_BIN)
+
+# Runs every suite and ends with one "N passed, N failed" line summed over them.
+test: deps-test
+	@$(MAKE) --no-print-directory build/jobd
+	@$(MAKE) --no-print-directory VARIANT=release unit
+	@tests/run.sh release
+
+asan: deps-test
+	@$(MAKE) --no-print-directory VARIANT=asan build/asan/jobd unit
+	@tests/run.sh asan
+
+tsan: deps-test
+	@$(MAKE) --no-print-directory VARIANT=tsan build/tsan/jobd unit
+	@tests/run.sh tsan
+
+bench: deps-test
+	@$(MAKE) --no-print-directory build/jobd
+	@bench/run.sh
+
+install: build/jobd
+	install -D -m 0755 build/jobd $(DESTDIR)$(PREFIX)/bin/jobd
+
+clean:
+	rm -rf build

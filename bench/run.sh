@@ -1,0 +1,382 @@
+#!/usr/bin/env bash
+# bench/run.sh - jobd's benchmark. `make bench` builds build/jobd, then runs this.
+#
+# Builds build/bench/loadgen, then measures, each BENCH_RUNS times (default 3)
+# on a fresh server and database so earlier runs never weigh on later ones:
+#   (a) GET /healthz req/s, 64 keep-alive connections: wrk (the limit) and loadgen
+#   (b) durable single-job submits/s: POST /v1/jobs noop, 64 connections,
+#       ~3 s or 100,000 requests; once more with --sync normal for comparison
+#   (c) end-to-end noop jobs/s: 50,000 submits on 64 connections, then
+#       /v1/stats polled until every job is finished; first submit to last end
+#   (d) submit-and-wait latency: 2,000 sequential POST /v1/jobs?wait=5
+# Prints a table (median, min-max, ratio) and writes every raw run to
+# build/bench.json. Talks to 127.0.0.1 only. Exit status 1 when a figure could
+# not be measured (the table still shows what was).
+#
+# Environment: JOBD (server binary, default build/jobd), BENCH_RUNS (3),
+# BENCH_SECONDS (3), BENCH_E2E_JOBS (50000), BENCH_WAIT_REQUESTS (2000),
+# BENCH_LOG_LEVEL (info), PYTHON (python3).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+JOBD=${JOBD:-build/jobd}
+LOADGEN=build/bench/loadgen
+OUT=build/bench.json
+RUNS=${BENCH_RUNS:-3}
+SECS=${BENCH_SECONDS:-3}
+E2E_JOBS=${BENCH_E2E_JOBS:-50000}
+WAIT_REQS=${BENCH_WAIT_REQUESTS:-2000}
+PY=${PYTHON:-python3}
+# jobd prints its "listening on http://127.0.0.1:PORT" line at level info, so
+# warn would hide the port. Info costs nothing per request (request lines are
+# debug).
+LOG_LEVEL=${BENCH_LOG_LEVEL:-info}
+CONNS=64
+NOOP='{"task":"noop"}'
+WARN=(-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wmissing-prototypes
+      -Wstrict-prototypes)
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/jobd-bench.XXXXXX")
+RAW=$TMP/raw.jsonl
+SERVER_PID=
+PORT=
+SERVER_LOG=
+NSERVER=0
+FAILED=0
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+
+# Stops our server (SIGTERM, then SIGKILL after 10 s). Only ever our own pid.
+stop_server() {
+    local pid=$SERVER_PID i
+    [ -n "$pid" ] || return 0
+    SERVER_PID=
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 100; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "server $pid ignored SIGTERM for 10 s; killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    else
+        log "server $pid had already exited; its log ($SERVER_LOG):"
+        tail -n 20 "$SERVER_LOG" >&2 || true
+        FAILED=1
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    stop_server
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start_server [jobd options...]: a fresh server on a fresh database; sets PORT.
+start_server() {
+    local dir i
+    NSERVER=$((NSERVER + 1))
+    dir=$TMP/s$NSERVER
+    mkdir -p "$dir"
+    SERVER_LOG=$dir/jobd.log
+    "$JOBD" --listen 127.0.0.1:0 --db "$dir/jobd.db" --log-level "$LOG_LEVEL" "$@" 2>"$SERVER_LOG" &
+    SERVER_PID=$!
+    PORT=
+    for ((i = 0; i < 200; i++)); do
+        PORT=$(grep -o 'listening on http://127\.0\.0\.1:[0-9]*' "$SERVER_LOG" 2>/dev/null |
+               head -n 1 | sed 's/.*://') || true
+        [ -n "$PORT" ] && break
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            log "jobd exited at start ($JOBD $*); its log:"
+            cat "$SERVER_LOG" >&2
+            SERVER_PID=
+            return 1
+        fi
+        sleep 0.05
+    done
+    if [ -z "$PORT" ]; then
+        log "jobd printed no 'listening on http://127.0.0.1:PORT' within 10 s; its log:"
+        cat "$SERVER_LOG" >&2
+        stop_server
+        return 1
+    fi
+}
+
+# record FIGURE RUN JSON: appends one raw run.
+record() {
+    printf '{"figure": "%s", "run": %s, "data": %s}\n' "$1" "$2" "$3" >>"$RAW"
+}
+
+# lg ARGS...: runs loadgen against the current server, prints its JSON line.
+lg() {
+    "$LOADGEN" --host 127.0.0.1 --port "$PORT" "$@"
+}
+
+# probe: one submit-and-wait with curl, shown verbatim when something is wrong.
+probe() {
+    curl -sS --noproxy '*' -m 10 -i -X POST -H 'Content-Type: application/json' \
+        --data "$NOOP" "http://127.0.0.1:$PORT/v1/jobs?wait=5" 2>&1 | tr -d '\r' || true
+}
+
+# wrk_json: GET /healthz with wrk, as a JSON object.
+wrk_json() {
+    local out
+    out=$(wrk -t2 -c$CONNS -d"${SECS}s" --latency "http://127.0.0.1:$PORT/healthz" 2>&1) || true
+    "$PY" - "$out" <<'PY'
+import json, re, sys
+t = sys.argv[1]
+def num(pat, conv=float):
+    m = re.search(pat, t)
+    return conv(m.group(1)) if m else None
+def ms(v, unit):
+    return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+lat = {p: ms(v, u) for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", t, re.M)}
+err = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
+print(json.dumps({
+    "rps": num(r"Requests/sec:\s+([\d.]+)"),
+    "requests": num(r"(\d+) requests in", int),
+    "p50_ms": lat.get("50"), "p99_ms": lat.get("99"),
+    "non_2xx": num(r"Non-2xx or 3xx responses: (\d+)", int) or 0,
+    "socket_errors": dict(zip(["connect", "read", "write", "timeout"],
+                              map(int, err.groups()))) if err else {},
+    "output": t}))
+PY
+}
+
+# wait_all_done TOTAL T0_NS: polls /v1/stats until TOTAL jobs are terminal and
+# none is pending; prints {"seconds": since T0, "counts": ...}.
+wait_all_done() {
+    "$PY" - "$PORT" "$1" "$2" <<'PY'
+import json, sys, time, urllib.request
+port, total, t0 = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+url = "http://127.0.0.1:%d/v1/stats" % port
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
+polls, counts, err = 0, {}, None
+while True:
+    try:
+        with opener.open(url, timeout=5) as r:
+            counts = json.load(r).get("counts", {})
+        err = None
+    except Exception as e:  # reported below if it lasts
+        err = repr(e)
+    polls += 1
+    now = time.time_ns()
+    done = sum(counts.get(k, 0) for k in ("succeeded", "failed", "cancelled"))
+    pending = sum(counts.get(k, 0) for k in ("scheduled", "queued", "running"))
+    if err is None and done >= total and pending == 0:
+        print(json.dumps({"ok": True, "seconds": (now - t0) / 1e9, "counts": counts, "polls": polls}))
+        break
+    if now - t0 > 120e9:
+        print(json.dumps({"ok": False, "seconds": (now - t0) / 1e9, "counts": counts,
+                          "polls": polls, "error": err or "not all jobs finished within 120 s"}))
+        break
+    time.sleep(0.01)
+PY
+}
+
+# --- setup -------------------------------------------------------------------
+command -v "$PY" >/dev/null || { log "needs $PY (make deps-test)"; exit 1; }
+command -v wrk >/dev/null || { log "needs wrk (make deps-test)"; exit 1; }
+command -v curl >/dev/null || { log "needs curl (make deps-test)"; exit 1; }
+[ -x "$JOBD" ] || { log "$JOBD is missing: run 'make bench' (it builds it first)"; exit 1; }
+mkdir -p build/bench
+cc "${WARN[@]}" -O2 -pthread -o "$LOADGEN" bench/loadgen.c
+: >"$RAW"
+BEGIN=$(date +%s)
+log "jobd=$JOBD runs=$RUNS seconds=$SECS on $(nproc) cores; raw runs -> $OUT"
+
+# --- (a) /healthz --------------------------------------------------------------
+for ((r = 1; r <= RUNS; r++)); do
+    log "(a) /healthz run $r/$RUNS"
+    start_server
+    record healthz_wrk "$r" "$(wrk_json)"
+    record healthz_loadgen "$r" "$(lg --connections $CONNS --duration "$SECS" --path /healthz || echo null)"
+    stop_server
+done
+
+# --- (b) durable submits -------------------------------------------------------
+submit_run() { # FIGURE RUN SYNC
+    start_server --sync "$3"
+    record "$1_probe" "$2" "$("$PY" -c 'import json,sys; print(json.dumps(sys.stdin.read()))' <<<"$(probe)")"
+    record "$1" "$2" "$(lg --connections $CONNS --duration "$SECS" --requests 100000 \
+        --method POST --path /v1/jobs --body "$NOOP" || echo null)"
+    stop_server
+}
+for ((r = 1; r <= RUNS; r++)); do
+    log "(b) durable submits, --sync full, run $r/$RUNS"
+    submit_run submits_full "$r" full
+done
+log "(b) durable submits, --sync normal, once"
+submit_run submits_normal 1 normal
+
+# --- (c) end-to-end ------------------------------------------------------------
+for ((r = 1; r <= RUNS; r++)); do
+    log "(c) end-to-end, $E2E_JOBS noop jobs, run $r/$RUNS"
+    start_server
+    t0=$(date +%s%N)
+    sub=$(lg --connections $CONNS --requests "$E2E_JOBS" --method POST --path /v1/jobs \
+        --body "$NOOP" || echo null)
+    accepted=$("$PY" -c 'import json,sys; d=json.loads(sys.argv[1]) or {}; print(d.get("status",{}).get("202",0))' "$sub")
+    if [ "$accepted" -gt 0 ]; then
+        done_json=$(wait_all_done "$accepted" "$t0")
+    else
+        done_json='{"ok": false, "error": "no submit was accepted"}'
+    fi
+    record e2e "$r" "{\"jobs\": $E2E_JOBS, \"accepted\": $accepted, \"submit\": $sub, \"done\": $done_json}"
+    stop_server
+done
+
+# --- (d) submit-and-wait ---------------------------------------------------------
+for ((r = 1; r <= RUNS; r++)); do
+    log "(d) submit-and-wait, $WAIT_REQS sequential requests, run $r/$RUNS"
+    start_server
+    record wait_probe "$r" "$("$PY" -c 'import json,sys; print(json.dumps(sys.stdin.read()))' <<<"$(probe)")"
+    record wait "$r" "$(lg --sequential-wait --requests "$WAIT_REQS" --duration 30 || echo null)"
+    stop_server
+done
+
+# --- report ----------------------------------------------------------------------
+"$PY" - "$RAW" "$OUT" "$CONNS" "$(( $(date +%s) - BEGIN ))" "$JOBD" <<'PY' || FAILED=1
+import json, os, platform, statistics, subprocess, sys, time
+raw_path, out_path, conns, elapsed, jobd = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+runs = [json.loads(l) for l in open(raw_path) if l.strip()]
+by = {}
+for r in runs:
+    by.setdefault(r["figure"], []).append(r["data"])
+
+problems = []
+def vals(fig, get):
+    out = []
+    for d in by.get(fig, []):
+        try:
+            v = get(d)
+        except (KeyError, TypeError, IndexError):
+            v = None
+        if v is None:
+            problems.append("%s: a run produced no figure" % fig)
+        else:
+            out.append(v)
+    return out
+def summ(v):
+    return {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)} if v else None
+def fmt(x, dec):
+    return ("{:,.%df}" % dec).format(x).replace(",", "") if x is not None else "-"
+
+def e2e_rate(d):
+    return d["done"]["counts"].get("succeeded", 0) / d["done"]["seconds"] if d["done"]["ok"] else None
+fig = {
+    "healthz_wrk_rps": summ(vals("healthz_wrk", lambda d: d["rps"])),
+    "healthz_loadgen_rps": summ(vals("healthz_loadgen", lambda d: d["rps"])),
+    "submits_full_rps": summ(vals("submits_full", lambda d: d["status"].get("202", 0) / d["seconds"])),
+    "submits_full_p50_ms": summ(vals("submits_full", lambda d: d["p50_ms"])),
+    "submits_full_p99_ms": summ(vals("submits_full", lambda d: d["p99_ms"])),
+    "submits_normal_rps": summ(vals("submits_normal", lambda d: d["status"].get("202", 0) / d["seconds"])),
+    "e2e_jobs_per_s": summ(vals("e2e", e2e_rate)),
+    "e2e_submit_rps": summ(vals("e2e", lambda d: d["submit"]["status"].get("202", 0) / d["submit"]["seconds"])),
+    "wait_p50_ms": summ(vals("wait", lambda d: d["p50_ms"] if d["status"].get("200") else None)),
+    "wait_p99_ms": summ(vals("wait", lambda d: d["p99_ms"] if d["status"].get("200") else None)),
+}
+
+# Sanity: every status as expected, no transport errors, connections reused.
+expect = {"healthz_loadgen": "200", "submits_full": "202", "submits_normal": "202", "wait": "200"}
+ka = {}
+for f, code in expect.items():
+    for i, d in enumerate(by.get(f, []), 1):
+        if not d:
+            continue
+        other = {k: v for k, v in d["status"].items() if k != code}
+        if other:
+            problems.append("%s run %d: statuses other than %s: %s" % (f, i, code, other))
+        errs = {k: v for k, v in d["errors"].items() if v}
+        if errs:
+            problems.append("%s run %d: errors %s" % (f, i, errs))
+        ka.setdefault(f, []).append((d["connections_opened"], d["connections"], d["server_closes"]))
+for i, d in enumerate(by.get("e2e", []), 1):
+    if d.get("submit") and (set(d["submit"]["status"]) - {"202"} or any(d["submit"]["errors"].values())):
+        problems.append("e2e run %d: submit statuses %s errors %s" % (i, d["submit"]["status"], d["submit"]["errors"]))
+    if not d["done"].get("ok"):
+        problems.append("e2e run %d: %s (counts %s)" % (i, d["done"].get("error"), d["done"].get("counts")))
+    elif d["done"]["counts"].get("succeeded", 0) != d["accepted"]:
+        problems.append("e2e run %d: %d accepted but counts are %s" % (i, d["accepted"], d["done"]["counts"]))
+for i, d in enumerate(by.get("healthz_wrk", []), 1):
+    if d["non_2xx"] or any(d["socket_errors"].values()):
+        problems.append("healthz wrk run %d: non-2xx %d, socket errors %s" % (i, d["non_2xx"], d["socket_errors"]))
+for f in ("submits_full_probe", "submits_normal_probe", "wait_probe"):
+    for i, t in enumerate(by.get(f, []), 1):
+        if not t.startswith("HTTP/1.1 200") or '"succeeded"' not in t:
+            problems.append("%s run %d: POST /v1/jobs?wait=5 %s answered:\n    %s" % (
+                f, i, '{"task":"noop"}', t.strip().replace("\n", "\n    ")))
+
+limit = fig["healthz_wrk_rps"]["median"] if fig["healthz_wrk_rps"] else None
+def ratio(s, base, what):
+    return "%.2f of %s" % (s["median"] / base, what) if s and base else ""
+rows = []
+def row(name, s, dec, r=""):
+    if s is None:
+        rows.append((name, "-", "-", r or "not measured"))
+    else:
+        rows.append((name, fmt(s["median"], dec), "%s–%s" % (fmt(s["min"], dec), fmt(s["max"], dec)), r))
+row("/healthz req/s (%d conns, wrk)" % conns, fig["healthz_wrk_rps"], 0, "1.00" if limit else "")
+row("/healthz req/s (%d conns, loadgen)" % conns, fig["healthz_loadgen_rps"], 0,
+    ratio(fig["healthz_loadgen_rps"], limit, "wrk"))
+row("durable submits/s (%d conns, sync full)" % conns, fig["submits_full_rps"], 0,
+    ratio(fig["submits_full_rps"], limit, "healthz"))
+row("  submit latency p50 ms", fig["submits_full_p50_ms"], 2)
+row("  submit latency p99 ms", fig["submits_full_p99_ms"], 2)
+row("durable submits/s (sync normal, 1 run)", fig["submits_normal_rps"], 0,
+    ratio(fig["submits_normal_rps"], fig["submits_full_rps"]["median"] if fig["submits_full_rps"] else None,
+          "sync full"))
+row("end-to-end noop jobs/s (%s jobs)" % (by["e2e"][0]["jobs"] if by.get("e2e") else "?"),
+    fig["e2e_jobs_per_s"], 0,
+    ratio(fig["e2e_jobs_per_s"], fig["submits_full_rps"]["median"] if fig["submits_full_rps"] else None,
+          "submits"))
+w50, w99 = fig["wait_p50_ms"], fig["wait_p99_ms"]
+if w50 and w99:
+    rows.append(("submit-and-wait p50 ms / p99 ms", "%.2f / %.2f" % (w50["median"], w99["median"]),
+                 "%.2f–%.2f / %.2f–%.2f" % (w50["min"], w50["max"], w99["min"], w99["max"]), ""))
+else:
+    rows.append(("submit-and-wait p50 ms / p99 ms", "-", "-", "not measured"))
+for f, label in (("submits_full", "keep-alive: connections opened (submits)"),
+                 ("healthz_loadgen", "keep-alive: connections opened (healthz)")):
+    if ka.get(f):
+        opened = max(o for o, _, _ in ka[f])
+        want = ka[f][0][1]
+        closes = max(c for _, _, c in ka[f])
+        rows.append((label, "%d (of %d)" % (opened, want), "",
+                     "ok" if opened == want else "NOT REUSED: server closed %d connections" % closes))
+        if opened != want:
+            problems.append("%s: %d connections opened for %d (the server closes keep-alive connections)"
+                            % (f, opened, want))
+
+print()
+print("%-42s %12s  %-24s %s" % ("figure", "median", "min–max", "ratio"))
+for name, med, rng, r in rows:
+    print("%-42s %12s  %-24s %s" % (name, med, rng, r))
+print()
+print("(%d runs each on a fresh server and db; %s cores; %d s total)" % (
+    max((len(v) for v in by.values()), default=0), os.cpu_count(), elapsed))
+if problems:
+    print("\nPROBLEMS:")
+    for p in problems:
+        print("  - " + p)
+
+def cmd(*a):
+    try:
+        return subprocess.run(a, capture_output=True, text=True, timeout=5).stdout.strip()
+    except Exception:
+        return None
+json.dump({
+    "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    "machine": {"cores": os.cpu_count(), "kernel": platform.release(), "cc": cmd("cc", "--version").split("\n")[0] if cmd("cc", "--version") else None,
+                "wrk": (cmd("sh", "-c", "wrk --version 2>&1") or "").split("\n")[0] or None},
+    "jobd": jobd, "connections": conns, "elapsed_s": elapsed,
+    "figures": fig, "problems": problems, "runs": runs,
+}, open(out_path, "w"), indent=1)
+print("raw runs: %s" % out_path)
+sys.exit(1 if problems else 0)
+PY
+exit "$FAILED"

@@ -1,0 +1,132 @@
+/* core.h - validation, the dispatcher and the waiters.
+ *
+ * The core turns a validated job into a committed row, hands it to its
+ * executor when it becomes eligible, records every state change through the
+ * store, and wakes whoever waits on a job when it ends. It knows no HTTP: the
+ * server passes callbacks (`core_done_cb`, `core_wake_cb`) and a context.
+ */
+#ifndef JOBD_CORE_H
+#define JOBD_CORE_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../common/apierr.h"
+#include "../common/job.h"
+#include "../storage/store.h"
+#include "../tasks/task.h"
+
+struct core;
+
+#define CORE_NAME_MAX 64
+
+struct core_executor_config {
+    char name[CORE_NAME_MAX];
+    unsigned kind;   /* TASK_KIND_* */
+    int size;        /* >= 1 */
+    long max_queued; /* scheduled + queued jobs held at most; past it submits get -EAGAIN */
+};
+
+struct core_options {
+    const struct core_executor_config *executors;
+    int n_executors;
+    const struct task_registry *tasks; /* outlives the core */
+    struct store *store;               /* outlives the core */
+};
+
+/* Starts the executors and the timer thread, runs recovery (store_recover)
+ * and re-dispatches every pending job. Returns 0 or a negative errno. */
+int core_open(const struct core_options *opt, struct core **out);
+
+/* Stops accepting jobs, gives running jobs grace_ms to finish (then tells
+ * them to stop: they are retried at the next start), wakes every waiter, and
+ * waits for the store to commit what is pending. Idempotent. */
+void core_drain(struct core *c, int64_t grace_ms);
+
+/* Drains with no grace if not drained, then frees. Accepts NULL. */
+void core_close(struct core *c);
+
+/* --- validation --- */
+
+/* Builds a job from a submit spec (SPEC §2 fields). `field_prefix` is prepended
+ * to field paths in errors ("" or "jobs[3]."). On success *out is a new job
+ * (id, created_at, status queued or scheduled, executor resolved); on failure
+ * returns -1 with err set and *out untouched. */
+int core_job_from_json(struct core *c, const cJSON *spec, const char *field_prefix, struct job **out,
+                       struct api_err *err);
+
+/* --- jobs --- */
+
+/* Called once when an operation is settled: rc 0 or a negative errno
+ * (-EAGAIN queue full, -ENOSPC/-EIO/-EBUSY storage, -ESHUTDOWN draining,
+ * -ENOENT no such job, -EALREADY wrong state). `job` is lent for the call
+ * and may be NULL (it is NULL for submits: the job is already running).
+ * Runs on a core or store thread: must not block. */
+typedef void (*core_done_cb)(void *ctx, int rc, const struct job *job);
+
+/* Commits the job and then dispatches it; cb runs after the commit. The job
+ * is moved in. Returns 0 (cb will be called) or a negative errno (-EAGAIN
+ * when its executor's queue is full, -ESHUTDOWN when draining; cb not called,
+ * job freed). */
+int core_job_submit(struct core *c, struct job *job, core_done_cb cb, void *ctx);
+
+/* Cancels a job that is not finished. A scheduled or queued job ends
+ * `cancelled` (its terminal update is queued before this returns); a running
+ * one is told to stop (the thread executor asks the task to stop; it ends
+ * `cancelled` when the task notices). Wait on the job to see the outcome.
+ * Returns 0, -ENOENT (no such job), -EALREADY (finished or finishing) or
+ * -EBUSY (the job is not live yet: starting up). Runs on the caller's thread. */
+int core_job_cancel(struct core *c, const char *id);
+
+/* Submits a copy of a failed or cancelled job as a new job (new id, attempt 0,
+ * same task, args and options) exactly like core_job_submit(). When out_new is
+ * not NULL it gets a copy of the new job (caller frees). Returns 0 (cb will be
+ * called after the commit), -ENOENT, -EALREADY (not failed or cancelled),
+ * -EINVAL (the task can no longer run here), or core_job_submit's errors. */
+int core_job_retry(struct core *c, const char *id, core_done_cb cb, void *ctx, struct job **out_new);
+
+/* Forgets a finished job. cb gets 0, -ENOENT or -EALREADY (not finished). */
+int core_job_delete(struct core *c, const char *id, core_done_cb cb, void *ctx);
+
+/* --- waiters --- */
+
+/* Called exactly once per registered waiter that is not cancelled: when the
+ * job's terminal state is committed, when the deadline passes, or when the
+ * core drains. From a core or store thread: must not block. */
+typedef void (*core_wake_cb)(void *ctx);
+
+/* Registers a waiter on job `id` until deadline_mono_ms (clock_mono_ms()).
+ * Register first, then read the job: a job that ends in between still wakes
+ * the waiter. Returns 0 and a token, or -ENOMEM / -ESHUTDOWN. */
+int core_wait_job(struct core *c, const char *id, int64_t deadline_mono_ms, core_wake_cb cb, void *ctx,
+                  uint64_t *token);
+
+/* Unregisters a waiter. True when it was still registered (its callback will
+ * never run); false when it already fired or is firing. */
+bool core_wait_cancel(struct core *c, const char *id, uint64_t token);
+
+/* --- introspection --- */
+
+struct core_executor_stats {
+    const char *name; /* valid while the core lives */
+    const char *kind;
+    int size, busy;
+    long queued, max_queued;
+    uint64_t submitted, succeeded, failed, cancelled;
+};
+/* Fills up to max entries; returns the number of executors. */
+int core_executor_stats(struct core *c, struct core_executor_stats *out, int max);
+
+struct core_stats {
+    int64_t counts[JOB_STATUS_COUNT];
+    double throughput_per_s; /* jobs finished per second over the last minute */
+    double queue_wait_ms_p50, queue_wait_ms_p95;
+    double run_time_ms_p50, run_time_ms_p95;
+};
+void core_get_stats(struct core *c, struct core_stats *out);
+
+/* False while starting or once draining. */
+bool core_ready(struct core *c);
+
+#endif

@@ -1,0 +1,237 @@
+/* validate.c - from a submit spec (untrusted JSON) to a job, or a clear error.
+ *
+ * Every check names the offending field by its JSON path (with the caller's
+ * prefix, e.g. "jobs[3].") and says what would be accepted. Nothing here
+ * allocates a job until the whole spec is known to be good.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/clock.h"
+#include "../common/log.h"
+#include "core_int.h"
+
+#define MAX_PRIORITY 1000000000.0
+#define MAX_TIMEOUT_S (7 * 86400.0)
+#define MAX_DELAY_S (366 * 86400.0)
+#define MAX_BACKOFF_S 86400.0
+#define MAX_ATTEMPTS 100
+#define MAX_KEY_LEN 200
+
+/* Fields this version refuses with a clear message instead of ignoring them. */
+static const char *const not_yet[] = {"depends_on", "concurrency_key", "concurrency_limit", "callback_url"};
+
+static const char *const known[] = {"task",     "args",          "executor", "priority", "timeout",
+                                    "max_attempts", "retry_backoff", "delay",    "run_at",   "idempotency_key"};
+
+static const char *kinds_list(unsigned kinds, char *buf, size_t cap)
+{
+    buf[0] = '\0';
+    size_t o = 0;
+    for (unsigned k = 1; k <= TASK_KIND_ASYNC; k <<= 1) {
+        if (!(kinds & k)) continue;
+        o += (size_t)snprintf(buf + o, o < cap ? cap - o : 0, "%s%s", o ? ", " : "", task_kind_name(k));
+    }
+    return buf;
+}
+
+int core_resolve_executor(struct core *c, const struct task_def *def, const char *name, int *idx,
+                          struct api_err *err)
+{
+    char kinds[64];
+    if (name) {
+        for (int i = 0; i < c->n_execs; i++) {
+            if (strcmp(c->execs[i].cfg.name, name) != 0) continue;
+            if (!(def->kinds & c->execs[i].cfg.kind))
+                return api_err_set(err, API_INVALID_ARGUMENT, "executor",
+                                   "Task '%s' cannot run on executor '%s' (kind %s): it runs on %s executors%s%s.",
+                                   def->name, name, task_kind_name(c->execs[i].cfg.kind),
+                                   kinds_list(def->kinds, kinds, sizeof kinds),
+                                   def->kinds_reason ? ", because " : "", def->kinds_reason ? def->kinds_reason : "");
+            *idx = i;
+            return 0;
+        }
+        char names[512] = "";
+        size_t o = 0;
+        for (int i = 0; i < c->n_execs && o < sizeof names; i++)
+            o += (size_t)snprintf(names + o, sizeof names - o, "%s'%s'", i ? ", " : "", c->execs[i].cfg.name);
+        return api_err_set(err, API_INVALID_ARGUMENT, "executor", "Unknown executor '%s'; configured: %s.", name,
+                           names);
+    }
+    for (int i = 0; i < c->n_execs; i++) {
+        if (c->execs[i].cfg.kind == def->default_kind) {
+            *idx = i;
+            return 0;
+        }
+    }
+    for (int i = 0; i < c->n_execs; i++) {
+        if (c->execs[i].cfg.kind & def->kinds) {
+            *idx = i;
+            return 0;
+        }
+    }
+    return api_err_set(err, API_INVALID_ARGUMENT, "task",
+                       "No configured executor can run task '%s': it needs a %s executor.", def->name,
+                       kinds_list(def->kinds, kinds, sizeof kinds));
+}
+
+/* Reads an optional number field in [lo, hi]; integral when `integer`. */
+static int get_number(const cJSON *spec, const char *name, const char *prefix, double lo, double hi, bool integer,
+                      double *out, bool *present, struct api_err *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(spec, name);
+    char field[128];
+    snprintf(field, sizeof field, "%s%s", prefix, name);
+    *present = false;
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+        return api_err_set(err, API_INVALID_ARGUMENT, field, "%s must be %s from %g to %g.", field,
+                           integer ? "an integer" : "a number", lo, hi);
+    double d = v->valuedouble;
+    if ((integer && d != floor(d)) || d < lo || d > hi)
+        return api_err_set(err, API_INVALID_ARGUMENT, field, "%s must be %s from %g to %g, got %g.", field,
+                           integer ? "an integer" : "a number", lo, hi, d);
+    *out = d;
+    *present = true;
+    return 0;
+}
+
+/* Reads an optional string field of 1..max_len bytes. */
+static int get_string(const cJSON *spec, const char *name, const char *prefix, size_t max_len, const char **out,
+                      struct api_err *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(spec, name);
+    char field[128];
+    snprintf(field, sizeof field, "%s%s", prefix, name);
+    *out = NULL;
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsString(v) || !v->valuestring[0] || strlen(v->valuestring) > max_len)
+        return api_err_set(err, API_INVALID_ARGUMENT, field, "%s must be a non-empty string of at most %zu bytes.",
+                           field, max_len);
+    *out = v->valuestring;
+    return 0;
+}
+
+int core_job_from_json(struct core *c, const cJSON *spec, const char *prefix, struct job **out, struct api_err *err)
+{
+    char field[160];
+    const char *task_name, *executor, *run_at_s, *idem;
+    double priority = 0, timeout = 0, attempts = 1, backoff = 1, delay = 0;
+    bool has_priority, has_timeout, has_attempts, has_backoff, has_delay;
+    int64_t run_at_ms = 0;
+    int exec_idx = -1;
+    char *args_text = NULL;
+    struct job *job = NULL;
+
+    if (!cJSON_IsObject(spec))
+        return api_err_set(err, API_INVALID_ARGUMENT, prefix[0] ? prefix : NULL,
+                           "A job must be a JSON object like {\"task\": \"noop\", \"args\": {}}.");
+    for (const cJSON *f = spec->child; f; f = f->next) {
+        bool ok = false;
+        for (size_t i = 0; i < sizeof known / sizeof *known; i++) ok = ok || strcmp(f->string, known[i]) == 0;
+        if (ok) continue;
+        snprintf(field, sizeof field, "%s%s", prefix, f->string);
+        for (size_t i = 0; i < sizeof not_yet / sizeof *not_yet; i++)
+            if (strcmp(f->string, not_yet[i]) == 0)
+                return api_err_set(err, API_INVALID_ARGUMENT, field,
+                                   "%s is not supported by this version of jobd yet; remove it.", field);
+        return api_err_set(err, API_INVALID_ARGUMENT, field,
+                           "Unknown field %s; a job takes task, args, executor, priority, timeout, max_attempts, "
+                           "retry_backoff, delay, run_at and idempotency_key.",
+                           field);
+    }
+
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(spec, "task");
+    snprintf(field, sizeof field, "%stask", prefix);
+    if (!t) return api_err_set(err, API_INVALID_ARGUMENT, field, "%s is required: the name of a registered task.", field);
+    if (!cJSON_IsString(t))
+        return api_err_set(err, API_INVALID_ARGUMENT, field, "%s must be a string naming a task (GET /v1/tasks).",
+                           field);
+    task_name = t->valuestring;
+    const struct task_def *def = task_find(c->tasks, task_name);
+    if (!def)
+        return api_err_set(err, API_INVALID_ARGUMENT, field, "Unknown task '%.64s'; GET /v1/tasks lists them.",
+                           task_name);
+
+    const cJSON *args = cJSON_GetObjectItemCaseSensitive(spec, "args");
+    cJSON *empty = NULL;
+    if (!args) args = empty = cJSON_CreateObject();
+    if (!args) return api_err_set(err, API_INTERNAL, NULL, "The server ran out of memory.");
+    if (def->validate) {
+        struct api_err aerr = {0};
+        if (def->validate(args, &aerr) < 0) {
+            cJSON_Delete(empty);
+            /* Re-root the task's field ("args.n") under the prefix. */
+            char fpath[256];
+            snprintf(fpath, sizeof fpath, "%s%s", prefix, aerr.field[0] ? aerr.field : "args");
+            return api_err_set(err, aerr.code ? aerr.code : API_INVALID_ARGUMENT, fpath, "%s", aerr.message);
+        }
+    }
+    args_text = cJSON_PrintUnformatted(args);
+    cJSON_Delete(empty);
+    if (!args_text) return api_err_set(err, API_INTERNAL, NULL, "The server ran out of memory.");
+
+    int rc = -1;
+    if (get_string(spec, "executor", prefix, CORE_NAME_MAX - 1, &executor, err) < 0) goto out;
+    if (core_resolve_executor(c, def, executor, &exec_idx, err) < 0) {
+        if (prefix[0] && err->field[0]) {
+            snprintf(field, sizeof field, "%s%s", prefix, err->field);
+            snprintf(err->field, sizeof err->field, "%.127s", field);
+        }
+        goto out;
+    }
+    if (get_number(spec, "priority", prefix, -MAX_PRIORITY, MAX_PRIORITY, true, &priority, &has_priority, err) < 0 ||
+        get_number(spec, "timeout", prefix, 0.001, MAX_TIMEOUT_S, false, &timeout, &has_timeout, err) < 0 ||
+        get_number(spec, "max_attempts", prefix, 1, MAX_ATTEMPTS, true, &attempts, &has_attempts, err) < 0 ||
+        get_number(spec, "retry_backoff", prefix, 0, MAX_BACKOFF_S, false, &backoff, &has_backoff, err) < 0 ||
+        get_number(spec, "delay", prefix, 0, MAX_DELAY_S, false, &delay, &has_delay, err) < 0 ||
+        get_string(spec, "run_at", prefix, 64, &run_at_s, err) < 0 ||
+        get_string(spec, "idempotency_key", prefix, MAX_KEY_LEN, &idem, err) < 0)
+        goto out;
+    if (run_at_s) {
+        snprintf(field, sizeof field, "%srun_at", prefix);
+        if (has_delay) {
+            api_err_set(err, API_INVALID_ARGUMENT, field, "Give either delay or run_at, not both.");
+            goto out;
+        }
+        if (clock_parse_rfc3339(run_at_s, &run_at_ms) < 0) {
+            api_err_set(err, API_INVALID_ARGUMENT, field,
+                        "%s must be an RFC 3339 time like 2026-11-21T10:00:00Z, got \"%.64s\".", field, run_at_s);
+            goto out;
+        }
+    }
+
+    if (!(job = job_new())) {
+        api_err_set(err, API_INTERNAL, NULL, "The server ran out of memory.");
+        goto out;
+    }
+    id_new(job->id);
+    job->created_at_ms = clock_wall_ms();
+    free(job->args);
+    job->args = args_text;
+    args_text = NULL;
+    job->priority = (int64_t)priority;
+    job->timeout_ms = has_timeout ? (int64_t)(timeout * 1000.0 + 0.5) : 0;
+    if (has_timeout && job->timeout_ms < 1) job->timeout_ms = 1;
+    job->max_attempts = (int)attempts;
+    job->retry_backoff_ms = (int64_t)(backoff * 1000.0);
+    job->scheduled_at_ms = job->created_at_ms;
+    if (has_delay && delay > 0) job->scheduled_at_ms = job->created_at_ms + (int64_t)(delay * 1000.0);
+    if (run_at_s) job->scheduled_at_ms = run_at_ms > job->created_at_ms ? run_at_ms : job->created_at_ms;
+    job->status = job->scheduled_at_ms > job->created_at_ms ? JOB_SCHEDULED : JOB_QUEUED;
+    if (job_set_str(&job->task, def->name) < 0 || job_set_str(&job->executor, c->execs[exec_idx].cfg.name) < 0 ||
+        job_set_str(&job->idempotency_key, idem) < 0) {
+        api_err_set(err, API_INTERNAL, NULL, "The server ran out of memory.");
+        goto out;
+    }
+    *out = job;
+    job = NULL;
+    rc = 0;
+out:
+    job_free(job);
+    cJSON_free(args_text);
+    return rc;
+}

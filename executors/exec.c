@@ -1,0 +1,176 @@
+#include "exec.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/log.h"
+#include "exec_int.h"
+
+int exec_new(const struct exec_config *cfg, const struct task_registry *tasks, const struct exec_hooks *hooks,
+             struct executor **out)
+{
+    if (!cfg || !cfg->name || cfg->size < 1) return -EINVAL;
+    switch (cfg->kind) {
+    case TASK_KIND_THREAD: return exec_thread_new(cfg, tasks, hooks, out);
+    default:
+        LOG_ERROR("executor %s: kind %s is not available in this build", cfg->name,
+                  task_kind_name(cfg->kind) ? task_kind_name(cfg->kind) : "?");
+        return -EINVAL;
+    }
+}
+
+int exec_submit(struct executor *ex, struct job *job) { return ex->vt->submit(ex, job); }
+int exec_cancel(struct executor *ex, const char *job_id) { return ex->vt->cancel(ex, job_id); }
+void exec_get_stats(struct executor *ex, struct exec_stats *out) { ex->vt->stats(ex, out); }
+void exec_drain(struct executor *ex, int64_t grace_ms) { ex->vt->drain(ex, grace_ms); }
+const char *exec_name(const struct executor *ex) { return ex->name; }
+unsigned exec_kind(const struct executor *ex) { return ex->kind; }
+
+void exec_free(struct executor *ex)
+{
+    if (ex) ex->vt->free(ex);
+}
+
+int exec_base_init(struct executor *ex, const struct exec_vtable *vt, const struct exec_config *cfg,
+                   const struct task_registry *tasks, const struct exec_hooks *hooks)
+{
+    ex->vt = vt;
+    ex->kind = cfg->kind;
+    ex->size = cfg->size;
+    ex->hooks = *hooks;
+    ex->tasks = tasks;
+    ex->name = strdup(cfg->name);
+    return ex->name ? 0 : -ENOMEM;
+}
+
+void exec_base_fini(struct executor *ex)
+{
+    free(ex->name);
+    ex->name = NULL;
+}
+
+int exec_job_cmp(const struct job *a, const struct job *b)
+{
+    if (a->priority != b->priority) return a->priority > b->priority ? -1 : 1;
+    return strcmp(a->id, b->id);
+}
+
+static void heap_swap(struct exec_heap *h, long i, long j)
+{
+    struct job *t = h->v[i];
+    h->v[i] = h->v[j];
+    h->v[j] = t;
+}
+
+static void heap_up(struct exec_heap *h, long i)
+{
+    while (i > 0) {
+        long p = (i - 1) / 2;
+        if (exec_job_cmp(h->v[i], h->v[p]) >= 0) break;
+        heap_swap(h, i, p);
+        i = p;
+    }
+}
+
+static void heap_down(struct exec_heap *h, long i)
+{
+    for (;;) {
+        long l = 2 * i + 1, r = l + 1, m = i;
+        if (l < h->n && exec_job_cmp(h->v[l], h->v[m]) < 0) m = l;
+        if (r < h->n && exec_job_cmp(h->v[r], h->v[m]) < 0) m = r;
+        if (m == i) return;
+        heap_swap(h, i, m);
+        i = m;
+    }
+}
+
+int exec_heap_push(struct exec_heap *h, struct job *job)
+{
+    if (h->n == h->cap) {
+        long cap = h->cap ? h->cap * 2 : 64;
+        struct job **v = realloc(h->v, (size_t)cap * sizeof *v);
+        if (!v) return -ENOMEM;
+        h->v = v;
+        h->cap = cap;
+    }
+    h->v[h->n] = job;
+    heap_up(h, h->n++);
+    return 0;
+}
+
+struct job *exec_heap_pop(struct exec_heap *h)
+{
+    if (h->n == 0) return NULL;
+    struct job *top = h->v[0];
+    h->v[0] = h->v[--h->n];
+    if (h->n) heap_down(h, 0);
+    return top;
+}
+
+struct job *exec_heap_remove_id(struct exec_heap *h, const char *id)
+{
+    for (long i = 0; i < h->n; i++) {
+        if (strcmp(h->v[i]->id, id) != 0) continue;
+        struct job *found = h->v[i];
+        h->v[i] = h->v[--h->n];
+        if (i < h->n) {
+            heap_up(h, i);
+            heap_down(h, i);
+        }
+        return found;
+    }
+    return NULL;
+}
+
+void exec_heap_fini(struct exec_heap *h)
+{
+    free(h->v);
+    h->v = NULL;
+    h->n = h->cap = 0;
+}
+
+enum exec_outcome exec_run_task(const struct task_registry *tasks, struct job *job, struct task_ctx *ctx)
+{
+    const struct task_def *def = task_find(tasks, job->task);
+    cJSON *args = NULL;
+    enum exec_outcome outcome = EXEC_FAILED;
+
+    ctx->job_id = job->id;
+    ctx->result = NULL;
+    ctx->error_type = JOB_ERR_NONE;
+    ctx->error_message[0] = '\0';
+    if (!def) {
+        task_fail(ctx, JOB_ERR_TASK, "task '%s' is not registered on this server", job->task);
+        goto out;
+    }
+    args = cJSON_Parse(job->args ? job->args : "{}");
+    if (!args) {
+        task_fail(ctx, JOB_ERR_TASK, "the stored args are not valid JSON");
+        goto out;
+    }
+    ctx->args = args;
+    if (def->run(ctx) == 0) {
+        char *text = NULL;
+        if (ctx->result && !(text = cJSON_PrintUnformatted(ctx->result))) {
+            task_fail(ctx, JOB_ERR_INVALID_RESULT, "the task's result could not be serialised");
+            goto out;
+        }
+        free(job->result);
+        job->result = text;
+        outcome = EXEC_OK;
+    } else if (ctx->error_type == JOB_ERR_NONE) {
+        ctx->error_type = JOB_ERR_TASK;
+    }
+out:
+    if (outcome != EXEC_OK) {
+        job->error_type = ctx->error_type;
+        free(job->error_message);
+        job->error_message = strdup(ctx->error_message[0] ? ctx->error_message : "the task failed");
+    }
+    cJSON_Delete(ctx->result);
+    ctx->result = NULL;
+    ctx->args = NULL;
+    cJSON_Delete(args);
+    return outcome;
+}

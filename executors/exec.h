@@ -1,0 +1,84 @@
+/* exec.h - one interface for every executor kind (thread, process, async).
+ *
+ * An executor owns a ready queue ordered by priority (higher first) then id
+ * (older first) and some workers that take jobs from it. It knows tasks (it
+ * calls them) but no storage and no HTTP: it reports what happens through
+ * hooks, and the dispatcher decides what that means for the job.
+ *
+ * Ownership: exec_submit() moves a job into the executor; the executor moves
+ * it back through hooks.done exactly once per submitted job, whatever happens
+ * (success, failure, cancel, drain). Hooks run on the executor's own threads,
+ * never with an executor lock held; they must not block for long.
+ */
+#ifndef JOBD_EXEC_H
+#define JOBD_EXEC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../common/job.h"
+#include "../tasks/task.h"
+
+struct executor;
+
+/* How an attempt ended, as seen by the executor. */
+enum exec_outcome {
+    EXEC_OK = 0,    /* job->result holds the task's result (JSON text, may be NULL) */
+    EXEC_FAILED,    /* job->error_type / error_message say why */
+    EXEC_CANCELLED, /* cancelled by exec_cancel() while queued or running */
+    EXEC_DRAINED,   /* never started: the executor was drained; the job stays queued */
+};
+
+struct exec_hooks {
+    /* A worker started the job: job->started_at_ms, attempt, worker_pid and
+     * worker_thread are set and status is JOB_RUNNING. The job is only lent:
+     * copy what you need. */
+    void (*started)(void *ctx, const struct job *job);
+    /* The attempt ended: the job is moved to the callee with finished_at_ms and
+     * the outcome's fields set; its status is left for the callee to decide. */
+    void (*done)(void *ctx, struct job *job, enum exec_outcome outcome);
+    /* Progress reported by a running task (throttled by the executor). */
+    void (*progress)(void *ctx, const char *job_id, double fraction, const char *message);
+    void *ctx;
+};
+
+struct exec_config {
+    const char *name; /* copied */
+    unsigned kind;    /* TASK_KIND_* */
+    int size;         /* workers / concurrent jobs, >= 1 */
+};
+
+struct exec_stats {
+    int size;
+    int busy;     /* jobs running now */
+    long queued;  /* jobs waiting in the ready queue */
+};
+
+/* Creates and starts an executor of cfg->kind. The registry must outlive it.
+ * Returns 0, -EINVAL for a kind this build cannot run, -ENOMEM, or -errno
+ * from thread creation. */
+int exec_new(const struct exec_config *cfg, const struct task_registry *tasks, const struct exec_hooks *hooks,
+             struct executor **out);
+
+/* Hands a job (status queued, attempt not yet incremented) to the executor.
+ * On success the job is moved; on error (-ESHUTDOWN after drain) the caller keeps it. */
+int exec_submit(struct executor *ex, struct job *job);
+
+/* Cancels a queued or running job by id: a queued one is removed and reported
+ * done with EXEC_CANCELLED; a running one is told to stop (how depends on the
+ * kind). Returns 0, or -ENOENT when the executor does not hold the job. */
+int exec_cancel(struct executor *ex, const char *job_id);
+
+void exec_get_stats(struct executor *ex, struct exec_stats *out);
+const char *exec_name(const struct executor *ex);
+unsigned exec_kind(const struct executor *ex);
+
+/* Stops taking jobs: queued jobs are reported done with EXEC_DRAINED, running
+ * ones get grace_ms to finish and are then told to stop. Blocks until every
+ * worker is idle. Idempotent. */
+void exec_drain(struct executor *ex, int64_t grace_ms);
+
+/* Drains (with no grace) and frees. Accepts NULL. */
+void exec_free(struct executor *ex);
+
+#endif

@@ -1,0 +1,56 @@
+/* exec_int.h - private to executors/: the base every executor kind embeds. */
+#ifndef JOBD_EXEC_INT_H
+#define JOBD_EXEC_INT_H
+
+#include "exec.h"
+
+struct exec_vtable {
+    int (*submit)(struct executor *ex, struct job *job);
+    int (*cancel)(struct executor *ex, const char *job_id);
+    void (*stats)(struct executor *ex, struct exec_stats *out);
+    void (*drain)(struct executor *ex, int64_t grace_ms);
+    void (*free)(struct executor *ex);
+};
+
+/* Immutable after construction: read from any thread without a lock. */
+struct executor {
+    const struct exec_vtable *vt;
+    char *name;
+    unsigned kind;
+    int size;
+    struct exec_hooks hooks;
+    const struct task_registry *tasks;
+};
+
+/* Fills the base; returns 0 or -ENOMEM. */
+int exec_base_init(struct executor *ex, const struct exec_vtable *vt, const struct exec_config *cfg,
+                   const struct task_registry *tasks, const struct exec_hooks *hooks);
+void exec_base_fini(struct executor *ex);
+
+/* Ready-queue order: priority descending, then id ascending (older first).
+ * Returns < 0 when a runs before b. */
+int exec_job_cmp(const struct job *a, const struct job *b);
+
+/* A binary heap of jobs in exec_job_cmp order. Not thread-safe: the owner's
+ * lock guards it. */
+struct exec_heap {
+    struct job **v;
+    long n, cap;
+};
+int exec_heap_push(struct exec_heap *h, struct job *job); /* 0 or -ENOMEM */
+struct job *exec_heap_pop(struct exec_heap *h);            /* NULL when empty */
+/* Removes and returns the job with this id, or NULL. O(n). */
+struct job *exec_heap_remove_id(struct exec_heap *h, const char *id);
+void exec_heap_fini(struct exec_heap *h); /* frees the array, not the jobs */
+
+/* Constructors of each kind. */
+int exec_thread_new(const struct exec_config *cfg, const struct task_registry *tasks,
+                    const struct exec_hooks *hooks, struct executor **out);
+
+/* Runs a task synchronously for thread-like runners: parses args, calls the
+ * task, and fills job->result or job->error_* from ctx. `ctx` must have its
+ * hooks and runner set; this sets args, job_id and outputs. Returns the outcome
+ * (EXEC_OK or EXEC_FAILED; the caller decides cancel vs timeout). */
+enum exec_outcome exec_run_task(const struct task_registry *tasks, struct job *job, struct task_ctx *ctx);
+
+#endif

@@ -1,0 +1,60 @@
+/* config.h - jobd's configuration: one table of settings (flag, environment
+ * name, type, default, bounds), parsed and validated once at start and then
+ * passed down read-only as `const struct config *`. Precedence: flags win over
+ * environment, environment over the config file, the file over defaults.
+ * Nothing reads getenv() after config_load().
+ */
+#ifndef JOBD_CONFIG_H
+#define JOBD_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "../common/log.h"
+#include "../core/core.h"
+
+#define CONFIG_MAX_EXECUTORS 32
+
+struct config {
+    char listen_host[256];  /* "127.0.0.1", "0.0.0.0", "::1", "localhost" */
+    int listen_port;        /* 0 = any free port (tests) */
+    char db_path[4096];
+    char config_file[4096]; /* "" = none */
+    char token[512];        /* "" = no auth */
+    struct core_executor_config executors[CONFIG_MAX_EXECUTORS];
+    int n_executors;
+    bool allow_exec;
+    enum log_level log_level;
+    enum log_format log_format;
+    bool sync_full;         /* --sync full|normal */
+    long max_body_bytes;    /* request bodies larger than this get 413 */
+    int http_threads;       /* libmicrohttpd thread pool size */
+    int max_connections;
+    int connection_timeout_s;
+    int64_t max_wait_ms;    /* largest accepted ?wait= */
+    int64_t grace_ms;       /* SIGTERM drain grace */
+    long max_queued;        /* default max_queued of executors that do not set one */
+};
+
+/* Result of config_load(). */
+enum config_result {
+    CONFIG_OK = 0,  /* run the server */
+    CONFIG_EXIT,    /* --help or --version was printed: exit 0 */
+    CONFIG_ERROR,   /* err holds a message naming the setting: exit 2 */
+};
+
+/* Fills *cfg from defaults, the config file (--config / JOBD_CONFIG), the
+ * environment `envp` (NULL-terminated "NAME=value" strings, e.g. environ) and
+ * argv. `ncores` sizes the default executors. Output for --help/--version goes
+ * to `out`. */
+enum config_result config_load(struct config *cfg, int argc, char **argv, char **envp, int ncores, FILE *out,
+                               char *err, size_t errlen);
+
+/* Parses an executor list "NAME=KIND:SIZE[,...]" into cfg->executors
+ * (replacing them); each gets cfg->max_queued. Returns 0 or -1 with err set. */
+int config_parse_executors(struct config *cfg, const char *list, char *err, size_t errlen);
+
+void config_print_help(FILE *out);
+
+#endif

@@ -1,0 +1,98 @@
+/* server.h - the HTTP server: libmicrohttpd glue, routing, replies, auth.
+ *
+ * Request life: libmicrohttpd calls the access handler several times per
+ * request (headers, body chunks, final). The body is accumulated up to
+ * max_body_bytes. On the final call the route's handler runs a *step*: a step
+ * either sets the response (STEP_DONE) or parks the request (STEP_PARK) after
+ * registering exactly one waker (a commit callback or a core waiter). Parking
+ * suspends the connection, so a waiting request holds no thread; the waker
+ * resumes it from any thread and the next step runs on an HTTP thread.
+ */
+#ifndef JOBD_SERVER_H
+#define JOBD_SERVER_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../common/apierr.h"
+#include "../core/core.h"
+#include "config.h"
+
+struct srv;
+struct srv_req;
+
+enum srv_step { STEP_DONE, STEP_PARK };
+typedef enum srv_step (*srv_step_fn)(struct srv_req *req);
+
+/* Starts listening (cfg->listen_*) with a thread pool. The core, store and
+ * registry outlive the server. Returns 0 or a negative errno (message logged). */
+int srv_start(const struct config *cfg, struct core *core, struct store *store, const struct task_registry *tasks,
+              struct srv **out);
+/* The port actually bound (useful with port 0). */
+int srv_port(const struct srv *s);
+/* Stops accepting and closes every connection. Parked requests must have been
+ * woken first (core_drain does that). Accepts NULL. */
+void srv_stop(struct srv *s);
+
+/* --- used by the route handlers (server/routes.c) --- */
+
+struct srv_req_info {
+    const char *id;        /* the {id} path segment, or NULL */
+    const char *body;      /* request body (NUL-terminated), may be empty */
+    size_t body_len;
+};
+const struct srv_req_info *srv_req_info(struct srv_req *req);
+struct core *srv_req_core(struct srv_req *req);
+struct store *srv_req_store(struct srv_req *req);
+const struct config *srv_req_config(struct srv_req *req);
+const struct task_registry *srv_req_tasks(struct srv_req *req);
+/* A query argument or NULL. */
+const char *srv_req_query(struct srv_req *req, const char *name);
+/* A request header or NULL. */
+const char *srv_req_header(struct srv_req *req, const char *name);
+
+/* Per-request scratch owned by the handlers; freed with the request. */
+struct srv_req_state {
+    srv_step_fn next;      /* the step to run when the request is woken */
+    int rc;                /* result handed over by the waker */
+    struct job *job;       /* a job the handler keeps (freed with the request) */
+    int64_t deadline_ms;   /* clock_mono_ms deadline of a wait */
+    char id[ID_LEN + 1];
+    char key[256];         /* idempotency key */
+    int ok_status;         /* the status for a successful reply */
+};
+struct srv_req_state *srv_req_state(struct srv_req *req);
+
+/* Replies. Each sets the response; the handler then returns STEP_DONE. */
+void srv_reply_json(struct srv_req *req, unsigned status, cJSON *body); /* takes body */
+void srv_reply_error(struct srv_req *req, const struct api_err *err);
+void srv_reply_errorf(struct srv_req *req, enum api_code code, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void srv_reply_empty(struct srv_req *req, unsigned status);
+/* Adds a header to the response set by the last reply call. */
+void srv_reply_header(struct srv_req *req, const char *name, const char *value);
+
+/* Parking. srv_req_ref() before handing the request to a waker; the waker
+ * calls srv_req_wake() exactly once (which also drops that reference). A
+ * handler that cancels a waker that will then never run calls srv_req_unref(). */
+void srv_req_ref(struct srv_req *req);
+void srv_req_unref(struct srv_req *req);
+void srv_req_wake(struct srv_req *req);
+/* A core_done_cb that stores rc in state->rc and wakes the request. */
+void srv_req_wake_rc(void *ctx, int rc, const struct job *job);
+/* A core_wake_cb that wakes the request. */
+void srv_req_wake_cb(void *ctx);
+
+/* --- the route table (server/routes.c) --- */
+struct srv_route {
+    const char *method;
+    const char *pattern; /* "/v1/jobs/{id}/cancel" */
+    srv_step_fn handler;
+    const char *const *query; /* allowed query arguments, NULL-terminated; NULL = none */
+    bool auth;                /* needs the token when one is configured */
+};
+extern const struct srv_route srv_routes[];
+extern const int srv_n_routes;
+
+#endif

@@ -1,0 +1,106 @@
+/* store.h - durable storage of jobs in SQLite.
+ *
+ * DESIGN. One writer thread owns the write connection. Every write (insert,
+ * update, delete, progress) is queued as an op; the writer takes everything
+ * queued (up to a batch limit), runs it in one BEGIN IMMEDIATE ... COMMIT, then
+ * calls each op's callback in queue order. So a busy server commits large
+ * batches and an idle one commits at once: group commit without a fixed delay.
+ * Reads use a pool of separate read connections (WAL: readers never wait for
+ * the writer). storage/ knows nothing of HTTP or executors.
+ */
+#ifndef JOBD_STORE_H
+#define JOBD_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/job.h"
+
+struct store;
+
+struct store_options {
+    const char *path;  /* database file; its directory is created if missing */
+    bool sync_full;    /* PRAGMA synchronous=FULL (fsync per commit) instead of NORMAL */
+    int max_batch;     /* ops per transaction at most; 0 = default (4096) */
+};
+
+/* Opens (creating if needed) the database, runs migrations, and starts the
+ * writer thread. Returns 0, -EINVAL (not a jobd database / newer schema),
+ * -EIO/-EACCES/-EROFS (cannot open or write), -ENOMEM. */
+int store_open(const struct store_options *opt, struct store **out);
+
+/* Commits everything queued (calling its callbacks), stops the writer, closes
+ * every connection and frees the store. Accepts NULL. */
+void store_close(struct store *st);
+
+/* Called on the writer thread once an op is committed (rc 0) or has failed
+ * (negative errno: -ENOSPC disk full, -EIO, -EBUSY, -EEXIST duplicate,
+ * -ENOENT no such job, -EALREADY job not terminal). `job` is the op's job,
+ * handed to the callback to keep or free (NULL for deletes). Must not block:
+ * the writer does nothing else while it runs. */
+typedef void (*store_done_cb)(void *ctx, int rc, struct job *job);
+
+/* Queue a write. The job is moved into the store (do not touch it after the
+ * call, even on error: on error it is freed). cb may be NULL. Returns 0, or
+ * -ESHUTDOWN when the store is closing (cb is then never called). */
+int store_job_insert(struct store *st, struct job *job, store_done_cb cb, void *ctx);
+/* Writes every mutable field of the job (status, attempt, times, progress,
+ * result, error, worker, executor, callback_status) by id. */
+int store_job_update(struct store *st, struct job *job, store_done_cb cb, void *ctx);
+/* Updates only progress, and only while the job is running. */
+int store_job_progress(struct store *st, const char *id, double fraction, const char *message);
+/* Deletes a terminal job: -ENOENT if absent, -EALREADY if not terminal. */
+int store_job_delete(struct store *st, const char *id, store_done_cb cb, void *ctx);
+
+/* Blocks until every op queued before the call is committed. For tests and shutdown. */
+void store_sync(struct store *st);
+
+/* Reads: each uses a pooled read connection and never waits for the writer. */
+
+/* The job with this id: 0 and *out (caller frees), -ENOENT, or -EIO. */
+int store_job_get(struct store *st, const char *id, struct job **out);
+/* The job with this idempotency key: 0 and *out, or -ENOENT. */
+int store_job_get_by_idempotency(struct store *st, const char *key, struct job **out);
+
+struct store_filter {
+    unsigned status_mask; /* bit (1 << status); 0 = any */
+    const char *task;     /* NULL = any */
+    const char *executor;
+    const char *batch_id;
+    const char *before_id; /* keyset cursor: only ids < before_id; NULL = from newest */
+    int limit;             /* 1..1000 */
+};
+
+/* Jobs newest first. *out is an array of *n jobs (free with store_jobs_free).
+ * next_cursor gets the id to pass as before_id for the next page, or "" when
+ * this page is the last. */
+int store_job_list(struct store *st, const struct store_filter *f, struct job ***out, size_t *n,
+                   char next_cursor[ID_LEN + 1]);
+void store_jobs_free(struct job **jobs, size_t n);
+
+/* Number of jobs in each status. */
+int store_count_by_status(struct store *st, int64_t counts[JOB_STATUS_COUNT]);
+
+/* Recovery, run once at start before jobs are dispatched: every job left
+ * `running` by a dead server is set `queued` when attempt < max_attempts, else
+ * `failed` with error worker_lost. Counts what it did in *requeued, *failed. */
+int store_recover(struct store *st, int64_t now_ms, int *requeued, int *failed);
+
+/* Calls cb for every `scheduled` and `queued` job, oldest first; cb owns the
+ * job. Runs on the caller's thread with a read connection. Returns 0 or -EIO. */
+typedef void (*store_job_cb)(void *ctx, struct job *job);
+int store_scan_pending(struct store *st, store_job_cb cb, void *ctx);
+
+struct store_stats {
+    uint64_t commits;       /* transactions committed */
+    uint64_t ops;           /* ops committed */
+    uint64_t failed_ops;    /* ops that failed */
+    uint64_t last_batch;    /* ops in the last transaction */
+    uint64_t max_batch;     /* largest transaction */
+    uint64_t commit_ns_sum; /* time spent in BEGIN..COMMIT */
+    uint64_t queued;        /* ops waiting now */
+};
+void store_get_stats(struct store *st, struct store_stats *out);
+
+#endif

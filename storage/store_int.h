@@ -1,0 +1,192 @@
+/* store_int.h - private to storage/: the store's struct, its write ops, the
+ * read-connection pool, and the helpers its files share.
+ *
+ * Files: store.c (open, close, pragmas, schema and migrations, stats),
+ * store_writer.c (the op queue and the writer thread), store_read.c (the
+ * reader pool and every read). Internal cross-file names start `store__`.
+ * Nothing outside storage/ includes this header, except tests/unit/test_store.c
+ * for the test seams at its end.
+ *
+ * LOCKS. Two, never held together, and nothing calls out (SQLite, callbacks)
+ * while holding either:
+ *   q_lock    guards the op queue, the closing/paused flags, the batch hook and
+ *             the stats;
+ *   pool_lock guards the stack of idle read connections.
+ * The writer connection and its statements need no lock: store_open owns them
+ * until it starts the writer thread, then the writer thread alone uses them,
+ * then store_close takes them back after joining it. A read connection is used
+ * by one thread at a time: whoever popped it from the pool.
+ */
+#ifndef JOBD_STORE_INT_H
+#define JOBD_STORE_INT_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+
+#include "store.h"
+
+/* The columns of `jobs` in the one order every SELECT lists them and the
+ * insert binds them (parameter ?N is column N-1). Keep in step with
+ * enum store_col and with the schema in store.c. */
+#define STORE_JOB_COLUMNS                                                                          \
+    "id, task, args, executor, status, priority, attempt, max_attempts, timeout_ms, "              \
+    "retry_backoff_ms, created_at_ms, scheduled_at_ms, started_at_ms, finished_at_ms, "            \
+    "progress_fraction, progress_message, result, error_type, error_message, worker_pid, "         \
+    "worker_thread, batch_id, depends_on, concurrency_key, concurrency_limit, idempotency_key, "   \
+    "callback_url, callback_status"
+
+enum store_col {
+    COL_ID,
+    COL_TASK,
+    COL_ARGS,
+    COL_EXECUTOR,
+    COL_STATUS,
+    COL_PRIORITY,
+    COL_ATTEMPT,
+    COL_MAX_ATTEMPTS,
+    COL_TIMEOUT_MS,
+    COL_RETRY_BACKOFF_MS,
+    COL_CREATED_AT_MS,
+    COL_SCHEDULED_AT_MS,
+    COL_STARTED_AT_MS,
+    COL_FINISHED_AT_MS,
+    COL_PROGRESS_FRACTION,
+    COL_PROGRESS_MESSAGE,
+    COL_RESULT,
+    COL_ERROR_TYPE,
+    COL_ERROR_MESSAGE,
+    COL_WORKER_PID,
+    COL_WORKER_THREAD,
+    COL_BATCH_ID,
+    COL_DEPENDS_ON,
+    COL_CONCURRENCY_KEY,
+    COL_CONCURRENCY_LIMIT,
+    COL_IDEMPOTENCY_KEY,
+    COL_CALLBACK_URL,
+    COL_CALLBACK_STATUS,
+    COL_COUNT
+};
+
+enum store_op_kind { OP_INSERT, OP_UPDATE, OP_PROGRESS, OP_DELETE, OP_RECOVER };
+
+/* Where a recover op leaves its result; lives on store_recover's stack, which
+ * waits (store_sync) until the writer has filled it. */
+struct store_recover_result {
+    int64_t now_ms;
+    int rc;
+    int requeued;
+    int failed;
+};
+
+/* One queued write. Made by the queueing thread, then owned by the queue
+ * (q_lock), then by the writer thread, which frees it after its callback. */
+struct store_op {
+    struct store_op *next;
+    enum store_op_kind kind;
+    int rc;                              /* the op's outcome, set by the writer */
+    struct job *job;                     /* insert, update: owned, handed to cb */
+    char id[ID_LEN + 1];                 /* progress, delete */
+    double fraction;                     /* progress; < 0 stored as NULL */
+    char *message;                       /* progress; owned, may be NULL */
+    struct store_recover_result *recover; /* recover: not owned */
+    store_done_cb cb;                    /* insert, update, delete; may be NULL */
+    void *ctx;
+};
+
+/* Cached statements of the writer connection (prepared once in store_open). */
+enum store_wstmt {
+    WST_BEGIN,
+    WST_COMMIT,
+    WST_ROLLBACK,
+    WST_INSERT,
+    WST_UPDATE,
+    WST_PROGRESS,
+    WST_DELETE,
+    WST_EXISTS,
+    WST_RECOVER_REQUEUE,
+    WST_RECOVER_FAIL,
+    WST_COUNT
+};
+
+/* store_job_list caches one statement per filter shape: which of task,
+ * executor, batch_id, before_id are set (4 bits) x how many statuses (0 = any). */
+#define STORE_LIST_SHAPES 16
+
+/* A read connection and its statements. In the pool (pool_lock) or in the
+ * hands of exactly one reading thread. */
+struct store_reader {
+    struct store_reader *next;
+    sqlite3 *db;
+    sqlite3_stmt *get;
+    sqlite3_stmt *get_by_idempotency;
+    sqlite3_stmt *count;
+    sqlite3_stmt *scan;
+    sqlite3_stmt *list[STORE_LIST_SHAPES][JOB_STATUS_COUNT]; /* prepared on first use */
+};
+
+/* Test seam: called on the writer thread before each batch, outside any
+ * transaction, with the writer connection (e.g. to set max_page_count). */
+typedef void (*store_batch_hook_cb)(void *ctx, sqlite3 *db);
+
+struct store {
+    /* Immutable once store_open returns. */
+    char *path;
+    bool sync_full;
+    int max_batch;
+
+    /* Writer connection: see LOCKS above. */
+    sqlite3 *wdb;
+    sqlite3_stmt *wst[WST_COUNT];
+    pthread_t writer;
+    bool writer_started; /* written by open before the thread exists, read by close */
+
+    /* q_lock guards every field of this block. */
+    pthread_mutex_t q_lock;
+    pthread_cond_t q_wake; /* the writer waits here for ops, closing or resume */
+    pthread_cond_t q_idle; /* store_sync waits here for q_done to advance */
+    struct store_op *q_head, *q_tail; /* FIFO of ops not yet taken by the writer */
+    uint64_t q_len;                   /* ops in the FIFO */
+    uint64_t q_seq;                   /* ops ever accepted */
+    uint64_t q_done;                  /* ops ever finished (callbacks returned); FIFO
+                                         order makes q_done >= n mean "the first n are done" */
+    bool closing;                     /* set by store_close: accept nothing more */
+    bool paused;                      /* test seam: the writer takes nothing while set */
+    store_batch_hook_cb hook;         /* test seam */
+    void *hook_ctx;
+    struct store_stats stats; /* .queued unused: q_len is the truth */
+
+    /* pool_lock guards every field of this block. */
+    pthread_mutex_t pool_lock;
+    struct store_reader *pool; /* idle read connections (a stack) */
+    int readers_open;          /* read connections alive, idle or lent */
+};
+
+/* SQLite result code -> negative errno (SQLITE_FULL -> -ENOSPC, SQLITE_IOERR
+ * -> -EIO, SQLITE_BUSY/LOCKED -> -EBUSY, ...). Never 0 for an error code. */
+int store__errno(int sqlite_rc);
+
+/* Prepares sql on db as a long-lived statement. Returns 0 or a negative
+ * errno, after logging SQLite's message. */
+int store__prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out);
+
+/* Applies the connection pragmas shared by writer and readers (busy timeout,
+ * foreign_keys, temp_store, cache size). Returns 0 or a negative errno. */
+int store__pragmas_common(sqlite3 *db, bool writer);
+
+/* Writer side (store_writer.c). */
+int store__writer_prepare(struct store *st);
+int store__writer_start(struct store *st);
+/* Stops accepting ops, lets the writer commit what is queued, joins it. */
+void store__writer_stop(struct store *st);
+void store__writer_finalize(struct store *st);
+
+/* Reader side (store_read.c). Closes every idle read connection. */
+void store__readers_close(struct store *st);
+
+/* Test seams, for tests/unit/test_store.c only. */
+/* While paused the writer takes no op from the queue (ops accumulate into one
+ * batch). store_close overrides a pause. */
+void store__debug_pause(struct store *st, bool paused);
+void store__debug_set_batch_hook(struct store *st, store_batch_hook_cb fn, void *ctx);
+
+#endif

@@ -1,0 +1,535 @@
+/* builtin.c - the built-in tasks of SPEC §4: noop, echo, sleep, square, crunch,
+ * sha256, fail.
+ *
+ * Each task with arguments has one parse function that both its validate() (at
+ * submit) and its run() (at start) call, so the two can never disagree. Parsing
+ * rules, the same for every task:
+ *
+ *   - args must be a JSON object (noop and echo take any JSON value);
+ *   - a field not in the task's list is refused ("args.<name>"), and so is a
+ *     field given twice;
+ *   - a missing required field is refused; an optional field that is absent or
+ *     null takes its default;
+ *   - numbers are doubles in cJSON: integer fields must be integral and in range;
+ *     booleans, strings and null are refused with the expected type in the message.
+ *
+ * Every refusal is API_INVALID_ARGUMENT with the JSON path in `field` and a
+ * sentence saying what was expected and what was sent. run() treats a parse
+ * failure (stored args that no longer validate) as a task_error with that sentence.
+ *
+ * No global mutable state: every task may run on many threads at once.
+ */
+#include "task_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/clock.h"
+
+#define ARGS_MAX_FIELDS 4         /* fields a built-in task accepts, at most */
+#define SLEEP_MAX_S 86400.0       /* one day */
+#define SQUARE_MAX_ABS 1e150      /* so that n * n stays finite */
+#define CRUNCH_MAX 1e12           /* iterations */
+#define CRUNCH_DEFAULT 1e7        /* iterations; roughly 5-30 ms */
+#define CRUNCH_POLL (1u << 20)    /* iterations between two should_stop polls, at most */
+#define CRUNCH_REPORTS 100        /* progress reports per run, at most (plus none extra) */
+#define SHA256_DATA_MAX (1u << 20) /* bytes of args.data */
+#define SHA256_ROUNDS_MAX 1e7
+#define SHA256_POLL 10000u         /* rounds between two should_stop polls */
+#define FAIL_DEFAULT_MESSAGE "task failed on purpose"
+#define SHOW_MAX 40                /* bytes of a string value quoted in a message */
+
+/* ---- messages ------------------------------------------------------------ */
+
+/* The longest prefix of s, at most max bytes, that does not cut a UTF-8 sequence. */
+static size_t utf8_prefix(const char *s, size_t max)
+{
+    size_t len = strlen(s);
+    if (len <= max) return len;
+    size_t k = max;
+    while (k > 0 && ((unsigned char)s[k] & 0xC0) == 0x80) k--;
+    return k;
+}
+
+/* Writes v in the shortest form that reads back as the same double. */
+static void format_number(double v, char *out, size_t size)
+{
+    if (!isfinite(v)) {
+        snprintf(out, size, "%s", "a number too large to represent");
+        return;
+    }
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(out, size, "%.*g", prec, v);
+        if (strtod(out, NULL) == v) return;
+    }
+}
+
+/* Describes a JSON value for "got ..." in a message: a short quoted, escaped
+ * string, a number, true/false/null, or "an object"/"an array". */
+static void describe_value(const cJSON *v, char *out, size_t size)
+{
+    if (cJSON_IsString(v) && v->valuestring) {
+        const char *s = v->valuestring;
+        size_t n = utf8_prefix(s, SHOW_MAX), o = 0, i = 0;
+        if (size < 32) {
+            snprintf(out, size, "%s", "a string");
+            return;
+        }
+        out[o++] = '"';
+        for (; i < n; i++) {
+            unsigned char c = (unsigned char)s[i];
+            /* At a sequence start, keep room for its bytes (4) or an escape (6),
+             * then '..."' and the NUL. */
+            if ((c & 0xC0) != 0x80 && o + 16 > size) break;
+            if (c == '"' || c == '\\') {
+                out[o++] = '\\';
+                out[o++] = (char)c;
+            } else if (c < 0x20) {
+                o += (size_t)snprintf(out + o, size - o, "\\u%04x", c);
+            } else {
+                out[o++] = (char)c;
+            }
+        }
+        snprintf(out + o, size - o, "%s", s[i] ? "...\"" : "\"");
+    } else if (cJSON_IsNumber(v)) {
+        format_number(v->valuedouble, out, size);
+    } else if (cJSON_IsTrue(v)) {
+        snprintf(out, size, "%s", "true");
+    } else if (cJSON_IsFalse(v)) {
+        snprintf(out, size, "%s", "false");
+    } else if (cJSON_IsNull(v)) {
+        snprintf(out, size, "%s", "null");
+    } else if (cJSON_IsArray(v)) {
+        snprintf(out, size, "%s", "an array");
+    } else if (cJSON_IsObject(v)) {
+        snprintf(out, size, "%s", "an object");
+    } else {
+        snprintf(out, size, "%s", "an unsupported value");
+    }
+}
+
+/* ---- argument parsing ---------------------------------------------------- */
+
+/* What a task's args object may hold. */
+struct args_spec {
+    const char *task;                     /* for messages */
+    const char *example;                  /* a valid args object, for messages */
+    const char *fields[ARGS_MAX_FIELDS];  /* allowed names, NULL-terminated (so < ARGS_MAX_FIELDS) */
+};
+
+/* Checks that args is an object holding only spec's fields, each at most once.
+ * Returns 0, or -1 with err set. */
+static int args_check_object(const cJSON *args, const struct args_spec *spec, struct api_err *err)
+{
+    char got[64];
+    if (!cJSON_IsObject(args)) {
+        describe_value(args, got, sizeof got);
+        return api_err_set(err, API_INVALID_ARGUMENT, "args", "args of %s must be a JSON object such as %s, got %s.",
+                           spec->task, spec->example, got);
+    }
+    int seen[ARGS_MAX_FIELDS] = {0};
+    for (const cJSON *c = args->child; c; c = c->next) {
+        const char *key = c->string ? c->string : "";
+        size_t i = 0;
+        while (spec->fields[i] && strcmp(spec->fields[i], key) != 0) i++;
+        if (spec->fields[i] && ++seen[i] == 1) continue;
+
+        /* The path must fit err->field ("args." + key + NUL) without cutting UTF-8. */
+        char field[sizeof err->field];
+        snprintf(field, sizeof field, "args.%.*s", (int)utf8_prefix(key, sizeof field - 6), key);
+        if (spec->fields[i])
+            return api_err_set(err, API_INVALID_ARGUMENT, field, "%s appears more than once in args; give it once.",
+                               field);
+        char allowed[128] = "";
+        size_t o = 0;
+        for (size_t j = 0; spec->fields[j] && o < sizeof allowed; j++)
+            o += (size_t)snprintf(allowed + o, sizeof allowed - o, "%s\"%s\"",
+                                  j == 0 ? "" : spec->fields[j + 1] ? ", " : " and ", spec->fields[j]);
+        char shown[72];
+        snprintf(shown, sizeof shown, "%.*s", (int)utf8_prefix(key, 64), key);
+        return api_err_set(err, API_INVALID_ARGUMENT, field,
+                           "args has no field \"%s\"; task %s accepts only %s, e.g. %s.", shown, spec->task,
+                           allowed, spec->example);
+    }
+    return 0;
+}
+
+/* A numeric field: bounds, integrality, and the words that describe them. */
+struct num_spec {
+    const char *key;
+    double min, max;
+    bool integer;
+    bool required;
+    double dflt;       /* when not required and absent or null */
+    const char *range; /* "a number from 0 to 86400" */
+    const char *example;
+};
+
+/* Reads args.<key> (args already checked to be an object). Returns 0 and *out,
+ * or -1 with err set. */
+static int args_get_number(const cJSON *args, const struct num_spec *ns, double *out, struct api_err *err)
+{
+    char field[64], got[64];
+    snprintf(field, sizeof field, "args.%s", ns->key);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(args, ns->key);
+    if (!v || (cJSON_IsNull(v) && !ns->required)) {
+        if (ns->required)
+            return api_err_set(err, API_INVALID_ARGUMENT, field, "%s is required: %s, e.g. %s.", field, ns->range,
+                               ns->example);
+        *out = ns->dflt;
+        return 0;
+    }
+    bool ok = cJSON_IsNumber(v) && isfinite(v->valuedouble) && v->valuedouble >= ns->min &&
+              v->valuedouble <= ns->max && (!ns->integer || v->valuedouble == floor(v->valuedouble));
+    if (!ok) {
+        describe_value(v, got, sizeof got);
+        return api_err_set(err, API_INVALID_ARGUMENT, field, "%s must be %s, got %s.", field, ns->range, got);
+    }
+    *out = v->valuedouble + 0.0; /* + 0.0 turns -0 into 0 */
+    return 0;
+}
+
+/* Reads the string args.<key>: NULL in *out when absent or null (optional),
+ * refused when longer than max_len bytes. Returns 0, or -1 with err set. */
+static int args_get_string(const cJSON *args, const char *key, bool required, size_t max_len, const char *example,
+                           const char **out, struct api_err *err)
+{
+    char field[64], got[64];
+    snprintf(field, sizeof field, "args.%s", key);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(args, key);
+    *out = NULL;
+    if (!v || (cJSON_IsNull(v) && !required)) {
+        if (required)
+            return api_err_set(err, API_INVALID_ARGUMENT, field, "%s is required: a string, e.g. %s.", field,
+                               example);
+        return 0;
+    }
+    if (!cJSON_IsString(v) || !v->valuestring) {
+        describe_value(v, got, sizeof got);
+        return api_err_set(err, API_INVALID_ARGUMENT, field, "%s must be a string, got %s.", field, got);
+    }
+    size_t len = strlen(v->valuestring);
+    if (len > max_len)
+        return api_err_set(err, API_INVALID_ARGUMENT, field, "%s must be at most %zu bytes long, got %zu bytes.",
+                           field, max_len, len);
+    *out = v->valuestring;
+    return 0;
+}
+
+/* For run(): stored args that no longer parse are the task's failure. */
+static int fail_bad_args(struct task_ctx *ctx, const struct api_err *err)
+{
+    return task_fail(ctx, JOB_ERR_TASK, "invalid args: %s", err->message);
+}
+
+/* Sets ctx->result, or fails when building it ran out of memory (result is NULL). */
+static int set_result(struct task_ctx *ctx, cJSON *result)
+{
+    if (!result) return task_fail(ctx, JOB_ERR_TASK, "out of memory while building the result");
+    ctx->result = result;
+    return 0;
+}
+
+/* ---- noop, echo ---------------------------------------------------------- */
+
+static int noop_run(struct task_ctx *ctx)
+{
+    ctx->result = NULL; /* JSON null */
+    return 0;
+}
+
+static int echo_run(struct task_ctx *ctx)
+{
+    if (!ctx->args) { /* defensive: args is never NULL once validated */
+        ctx->result = NULL;
+        return 0;
+    }
+    return set_result(ctx, cJSON_Duplicate(ctx->args, true));
+}
+
+/* ---- sleep --------------------------------------------------------------- */
+
+static const struct args_spec sleep_args = {"sleep", "{\"seconds\": 1}", {"seconds", NULL}};
+static const struct num_spec sleep_seconds = {
+    "seconds", 0, SLEEP_MAX_S, false, true, 0, "a number from 0 to 86400", "{\"seconds\": 1}"};
+
+static int sleep_parse(const cJSON *args, double *seconds, struct api_err *err)
+{
+    if (args_check_object(args, &sleep_args, err) < 0) return -1;
+    return args_get_number(args, &sleep_seconds, seconds, err);
+}
+
+static int sleep_validate(const cJSON *args, struct api_err *err)
+{
+    double seconds = 0;
+    return sleep_parse(args, &seconds, err);
+}
+
+static int sleep_run(struct task_ctx *ctx)
+{
+    struct api_err err;
+    double seconds = 0;
+    if (sleep_parse(ctx->args, &seconds, &err) < 0) return fail_bad_args(ctx, &err);
+
+    int64_t start_ns = clock_mono_ns();
+    int rc = ctx->sleep_ms(ctx, (int64_t)llround(seconds * 1000.0));
+    if (rc == -ECANCELED) {
+        /* The runner turns this into "timeout" when the deadline was the cause. */
+        double slept = (double)(clock_mono_ns() - start_ns) / 1e9;
+        return task_fail(ctx, JOB_ERR_CANCELLED, "stopped after %.3f s of %.3f s", slept, seconds);
+    }
+    if (rc < 0) return task_fail(ctx, JOB_ERR_TASK, "sleep failed: %s", strerror(-rc));
+
+    cJSON *result = cJSON_CreateObject();
+    if (result && !cJSON_AddNumberToObject(result, "slept", seconds)) {
+        cJSON_Delete(result);
+        result = NULL;
+    }
+    return set_result(ctx, result);
+}
+
+/* ---- square -------------------------------------------------------------- */
+
+static const struct args_spec square_args = {"square", "{\"n\": 3}", {"n", NULL}};
+static const struct num_spec square_n = {
+    "n", -SQUARE_MAX_ABS, SQUARE_MAX_ABS, false, true, 0, "a finite number from -1e150 to 1e150", "{\"n\": 3}"};
+
+static int square_parse(const cJSON *args, double *n, struct api_err *err)
+{
+    if (args_check_object(args, &square_args, err) < 0) return -1;
+    return args_get_number(args, &square_n, n, err);
+}
+
+static int square_validate(const cJSON *args, struct api_err *err)
+{
+    double n = 0;
+    return square_parse(args, &n, err);
+}
+
+static int square_run(struct task_ctx *ctx)
+{
+    struct api_err err;
+    double n = 0;
+    if (square_parse(ctx->args, &n, &err) < 0) return fail_bad_args(ctx, &err);
+    return set_result(ctx, cJSON_CreateNumber(n * n));
+}
+
+/* ---- crunch -------------------------------------------------------------- */
+
+static const struct args_spec crunch_args = {"crunch", "{\"iterations\": 10000000}", {"iterations", NULL}};
+static const struct num_spec crunch_iterations = {
+    "iterations", 0, CRUNCH_MAX, true, false, CRUNCH_DEFAULT, "an integer from 0 to 1000000000000",
+    "{\"iterations\": 10000000}"};
+
+static int crunch_parse(const cJSON *args, uint64_t *iterations, struct api_err *err)
+{
+    double d = 0;
+    if (args_check_object(args, &crunch_args, err) < 0) return -1;
+    if (args_get_number(args, &crunch_iterations, &d, err) < 0) return -1;
+    *iterations = (uint64_t)d; /* integral and in [0, 1e12]: exact */
+    return 0;
+}
+
+static int crunch_validate(const cJSON *args, struct api_err *err)
+{
+    uint64_t n = 0;
+    return crunch_parse(args, &n, err);
+}
+
+/* Runs n steps of xorshift64 mixed into an accumulator. Each step depends on the
+ * previous one and the result is returned, so the compiler can neither drop nor
+ * vectorise the loop. The result depends only on the starting state and n, not on
+ * how the work is split into calls. */
+static void crunch_steps(uint64_t *x, uint64_t *acc, uint64_t n)
+{
+    uint64_t a = *x, s = *acc;
+    for (uint64_t i = 0; i < n; i++) {
+        a ^= a << 13;
+        a ^= a >> 7;
+        a ^= a << 17;
+        s = (s ^ a) * 0x2545F4914F6CDD1Du + 1;
+    }
+    *x = a;
+    *acc = s;
+}
+
+static int crunch_run(struct task_ctx *ctx)
+{
+    struct api_err err;
+    uint64_t n = 0;
+    if (crunch_parse(ctx->args, &n, &err) < 0) return fail_bad_args(ctx, &err);
+
+    /* Work in chunks: progress at each chunk end that crosses the next hundredth,
+     * a should_stop poll at each chunk end (at most CRUNCH_POLL iterations apart). */
+    uint64_t report_step = n / CRUNCH_REPORTS + (n % CRUNCH_REPORTS != 0);
+    uint64_t chunk = report_step < CRUNCH_POLL ? report_step : CRUNCH_POLL;
+    if (chunk == 0) chunk = 1;
+    uint64_t x = 0x9E3779B97F4A7C15u, acc = 0, done = 0, next_report = report_step;
+    char msg[64];
+
+    while (done < n) {
+        uint64_t k = n - done < chunk ? n - done : chunk;
+        crunch_steps(&x, &acc, k);
+        done += k;
+        if (done >= next_report || done == n) {
+            snprintf(msg, sizeof msg, "%" PRIu64 " of %" PRIu64, done, n);
+            ctx->progress(ctx, (double)done / (double)n, msg);
+            while (next_report <= done) next_report += report_step;
+        }
+        if (done < n && ctx->should_stop(ctx))
+            return task_fail(ctx, JOB_ERR_CANCELLED, "stopped after %" PRIu64 " of %" PRIu64 " iterations", done,
+                             n);
+    }
+
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016" PRIx64, acc);
+    cJSON *result = cJSON_CreateObject();
+    if (result && (!cJSON_AddNumberToObject(result, "iterations", (double)n) ||
+                   !cJSON_AddStringToObject(result, "checksum", hex))) {
+        cJSON_Delete(result);
+        result = NULL;
+    }
+    return set_result(ctx, result);
+}
+
+/* ---- sha256 -------------------------------------------------------------- */
+
+static const struct args_spec sha256_args = {"sha256", "{\"data\": \"abc\", \"rounds\": 1}", {"data", "rounds", NULL}};
+static const struct num_spec sha256_rounds = {
+    "rounds", 1, SHA256_ROUNDS_MAX, true, false, 1, "an integer from 1 to 10000000", "{\"data\": \"abc\", \"rounds\": 2}"};
+
+static int sha256_parse(const cJSON *args, const char **data, uint64_t *rounds, struct api_err *err)
+{
+    double d = 0;
+    if (args_check_object(args, &sha256_args, err) < 0) return -1;
+    if (args_get_string(args, "data", true, SHA256_DATA_MAX, "{\"data\": \"abc\"}", data, err) < 0) return -1;
+    if (args_get_number(args, &sha256_rounds, &d, err) < 0) return -1;
+    *rounds = (uint64_t)d;
+    return 0;
+}
+
+static int sha256_validate(const cJSON *args, struct api_err *err)
+{
+    const char *data = NULL;
+    uint64_t rounds = 0;
+    return sha256_parse(args, &data, &rounds, err);
+}
+
+/* Round 1 hashes data; each further round hashes the previous 32-byte digest.
+ * One EVP_MD_CTX is reused for every round (EVP_Digest would allocate one each). */
+static int sha256_run(struct task_ctx *ctx)
+{
+    struct api_err err;
+    const char *data = NULL;
+    uint64_t rounds = 0;
+    int rc = 0;
+    EVP_MD_CTX *md = NULL;
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    cJSON *result = NULL;
+
+    if (sha256_parse(ctx->args, &data, &rounds, &err) < 0) {
+        rc = fail_bad_args(ctx, &err);
+        goto out;
+    }
+    md = EVP_MD_CTX_new();
+    if (!md) {
+        rc = task_fail(ctx, JOB_ERR_TASK, "out of memory in OpenSSL");
+        goto out;
+    }
+    const EVP_MD *sha256 = EVP_sha256();
+    const void *in = data;
+    size_t in_len = strlen(data);
+    uint64_t report_step = rounds / CRUNCH_REPORTS + 1;
+    uint64_t next_report = report_step;
+    char msg[64];
+    for (uint64_t r = 1; r <= rounds; r++) {
+        if (EVP_DigestInit_ex(md, sha256, NULL) != 1 || EVP_DigestUpdate(md, in, in_len) != 1 ||
+            EVP_DigestFinal_ex(md, digest, &len) != 1 || len != 32) {
+            rc = task_fail(ctx, JOB_ERR_TASK, "SHA-256 failed inside OpenSSL at round %" PRIu64, r);
+            goto out;
+        }
+        in = digest;
+        in_len = len;
+        if (r % SHA256_POLL == 0 && r < rounds) {
+            if (r >= next_report) {
+                snprintf(msg, sizeof msg, "%" PRIu64 " of %" PRIu64 " rounds", r, rounds);
+                ctx->progress(ctx, (double)r / (double)rounds, msg);
+                while (next_report <= r) next_report += report_step;
+            }
+            if (ctx->should_stop(ctx)) {
+                rc = task_fail(ctx, JOB_ERR_CANCELLED, "stopped after %" PRIu64 " of %" PRIu64 " rounds", r,
+                               rounds);
+                goto out;
+            }
+        }
+    }
+
+    char hex[65];
+    for (unsigned i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+    result = cJSON_CreateObject();
+    if (result && (!cJSON_AddStringToObject(result, "hex", hex) ||
+                   !cJSON_AddNumberToObject(result, "rounds", (double)rounds))) {
+        cJSON_Delete(result);
+        result = NULL;
+    }
+    rc = set_result(ctx, result);
+out:
+    EVP_MD_CTX_free(md);
+    return rc;
+}
+
+/* ---- fail ---------------------------------------------------------------- */
+
+static const struct args_spec fail_args = {"fail", "{\"message\": \"boom\"}", {"message", NULL}};
+
+/* The message is not limited here: task_fail() truncates it to fit the error. */
+static int fail_parse(const cJSON *args, const char **message, struct api_err *err)
+{
+    if (args_check_object(args, &fail_args, err) < 0) return -1;
+    if (args_get_string(args, "message", false, SIZE_MAX, "{\"message\": \"boom\"}", message, err) < 0) return -1;
+    if (!*message) *message = FAIL_DEFAULT_MESSAGE;
+    return 0;
+}
+
+static int fail_validate(const cJSON *args, struct api_err *err)
+{
+    const char *message = NULL;
+    return fail_parse(args, &message, err);
+}
+
+static int fail_run(struct task_ctx *ctx)
+{
+    struct api_err err;
+    const char *message = NULL;
+    if (fail_parse(ctx->args, &message, &err) < 0) return fail_bad_args(ctx, &err);
+    return task_fail(ctx, JOB_ERR_TASK, "%s", message);
+}
+
+/* ---- the table ----------------------------------------------------------- */
+
+static const struct task_def builtins[] = {
+    {"noop", "Does nothing and returns null; measures the server's own overhead.", TASK_KIND_ALL, TASK_KIND_THREAD,
+     NULL, NULL, noop_run},
+    {"echo", "Returns its args unchanged.", TASK_KIND_ALL, TASK_KIND_THREAD, NULL, NULL, echo_run},
+    {"sleep", "Waits args.seconds (0 to 86400) and returns {\"slept\": seconds}.", TASK_KIND_ALL, TASK_KIND_ASYNC,
+     NULL, sleep_validate, sleep_run},
+    {"square", "Returns args.n squared.", TASK_KIND_ALL, TASK_KIND_THREAD, NULL, square_validate, square_run},
+    {"crunch", "Burns CPU for args.iterations steps of a deterministic loop, reporting progress.", TASK_KIND_ALL,
+     TASK_KIND_PROCESS, NULL, crunch_validate, crunch_run},
+    {"sha256", "Hashes args.data with SHA-256, args.rounds times over, and returns the hex digest.", TASK_KIND_ALL,
+     TASK_KIND_PROCESS, NULL, sha256_validate, sha256_run},
+    {"fail", "Always fails with args.message, to try out error handling.", TASK_KIND_ALL, TASK_KIND_THREAD, NULL,
+     fail_validate, fail_run},
+};
+
+const struct task_def *task_builtin_defs(size_t *count)
+{
+    *count = sizeof builtins / sizeof builtins[0];
+    return builtins;
+}
