@@ -12,8 +12,6 @@ PKGS    := libmicrohttpd libcjson sqlite3 libuv libcurl libcrypto
 DEPS_BUILD := build-essential pkg-config libmicrohttpd-dev libcjson-dev libsqlite3-dev libuv1-dev \
               libcurl4-openssl-dev libssl-dev
 DEPS_TEST  := python3 python3-pytest python3-requests wrk curl valgrind
-DEPS_PROBE := /usr/include/microhttpd.h /usr/include/cjson/cJSON.h /usr/include/sqlite3.h /usr/include/uv.h \
-              /usr/include/x86_64-linux-gnu/curl/curl.h /usr/include/openssl/evp.h /usr/bin/pkg-config
 
 WARN    := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wmissing-prototypes \
            -Wstrict-prototypes -Wno-unused-parameter
@@ -62,25 +60,25 @@ $(OBJDIR)/tests/%: tests/unit/%.c $(LIB_OBJ)
 
 -include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(UNIT_BIN:=.d)
 
-# Installs what is missing, and nothing when everything is there.
-deps:
-	@missing=0; for f in $(DEPS_PROBE); do [ -e $$f ] || missing=1; done; \
-	if [ $$missing = 1 ]; then \
-	  echo "deps: installing $(DEPS_BUILD)"; \
+# Installs what is missing (apt-get), and does nothing when everything is there.
+# Only needs root when something is missing.
+define apt_install
+	@missing=""; for p in $(1); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get install -y -q --no-install-recommends $(DEPS_BUILD) >/dev/null 2>&1 || \
-	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(DEPS_BUILD); }; \
+	  apt-get install -y -q --no-install-recommends $$missing >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing; }; \
 	fi
+endef
+
+deps:
+	$(call apt_install,$(DEPS_BUILD))
 
 deps-test: deps
-	@missing=0; for c in /usr/bin/python3 /usr/bin/wrk /usr/bin/curl /usr/bin/valgrind; do [ -x $$c ] || missing=1; done; \
-	/usr/bin/python3 -c 'import pytest, requests' 2>/dev/null || missing=1; \
-	if [ $$missing = 1 ]; then \
-	  echo "deps: installing $(DEPS_TEST)"; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get install -y -q --no-install-recommends $(DEPS_TEST) >/dev/null 2>&1 || \
-	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(DEPS_TEST); }; \
-	fi
+	$(call apt_install,$(DEPS_TEST))
 
 run: deps
 	@$(MAKE) --no-print-directory build/jobd

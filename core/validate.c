@@ -130,6 +130,12 @@ int core_job_from_json(struct core *c, const cJSON *spec, const char *prefix, st
         return api_err_set(err, API_INVALID_ARGUMENT, prefix[0] ? prefix : NULL,
                            "A job must be a JSON object like {\"task\": \"noop\", \"args\": {}}.");
     for (const cJSON *f = spec->child; f; f = f->next) {
+        for (const cJSON *g = spec->child; g != f; g = g->next) {
+            if (strcmp(g->string, f->string) == 0) {
+                snprintf(field, sizeof field, "%s%s", prefix, f->string);
+                return api_err_set(err, API_INVALID_ARGUMENT, field, "%s is given twice; give it once.", field);
+            }
+        }
         bool ok = false;
         for (size_t i = 0; i < sizeof known / sizeof *known; i++) ok = ok || strcmp(f->string, known[i]) == 0;
         if (ok) continue;
@@ -200,6 +206,11 @@ int core_job_from_json(struct core *c, const cJSON *spec, const char *prefix, st
         if (clock_parse_rfc3339(run_at_s, &run_at_ms) < 0) {
             api_err_set(err, API_INVALID_ARGUMENT, field,
                         "%s must be an RFC 3339 time like 2026-11-21T10:00:00Z, got \"%.64s\".", field, run_at_s);
+            goto out;
+        }
+        if (run_at_ms > clock_wall_ms() + (int64_t)(MAX_DELAY_S * 1000.0)) {
+            api_err_set(err, API_INVALID_ARGUMENT, field, "%s must be within %g days from now.", field,
+                        MAX_DELAY_S / 86400.0);
             goto out;
         }
     }

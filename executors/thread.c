@@ -173,13 +173,15 @@ static void *worker_main(void *arg)
         job->finished_at_ms = clock_wall_ms();
 
         pthread_mutex_lock(&te->lock);
-        s->job = NULL;
-        te->busy--;
-        pthread_cond_broadcast(&te->idle_cv);
+        s->job = NULL; /* cancel no longer finds it */
         pthread_mutex_unlock(&te->lock);
 
+        /* Still counted busy until done() returns, so that exec_drain()
+         * returns only after every running job's end has been handed over. */
         te->base.hooks.done(te->base.hooks.ctx, job, outcome);
         pthread_mutex_lock(&te->lock);
+        te->busy--;
+        pthread_cond_broadcast(&te->idle_cv);
     }
     pthread_mutex_unlock(&te->lock);
     return NULL;

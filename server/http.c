@@ -43,6 +43,7 @@ struct srv_req {
     struct MHD_Connection *conn;
     const struct srv_route *route;
     char path_id[ID_LEN + 8];
+    char allow[64]; /* the methods of the path, when the method is wrong */
     bool has_id;
     bool bad_method; /* path known, method not: reply 405 */
     bool unauthorized;
@@ -280,7 +281,7 @@ static void route_lookup(struct srv_req *req, const char *method, const char *ur
         snprintf(allow + o, sizeof allow - o, "%s%s", o ? ", " : "", srv_routes[i].method);
         req->bad_method = true;
     }
-    if (req->bad_method) snprintf(req->path_id, sizeof req->path_id, "%s", allow);
+    if (req->bad_method) memcpy(req->allow, allow, sizeof allow);
 }
 
 /* Constant-time comparison of the Authorization header with "Bearer TOKEN". */
@@ -340,8 +341,8 @@ static struct srv_req *req_new(struct srv *s, struct MHD_Connection *conn, const
 static enum srv_step reply_early_error(struct srv_req *req, const char *method)
 {
     if (req->bad_method) {
-        srv_reply_errorf(req, API_METHOD_NOT_ALLOWED, NULL, "%s is not allowed here; use %s.", method, req->path_id);
-        srv_reply_header(req, "Allow", req->path_id);
+        srv_reply_errorf(req, API_METHOD_NOT_ALLOWED, NULL, "%s is not allowed here; use %s.", method, req->allow);
+        srv_reply_header(req, "Allow", req->allow);
         return STEP_DONE;
     }
     if (!req->route) {

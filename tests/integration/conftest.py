@@ -233,6 +233,7 @@ class Server:
         self.stderr_lines = []
         self.all_stderr = []  # kept across restarts, for failure messages
         self._reader = None
+        self.expected_exit = False  # set by stop()/kill(): an exit the test asked for
 
     # --- process ---
 
@@ -255,6 +256,7 @@ class Server:
             pytest.fail(f"{JOBD_BIN} does not exist: build it with `make build/jobd` (or set JOBD_BIN)")
         self.stderr_lines = []
         self.port = None
+        self.expected_exit = False
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, env=self.environment(), cwd=self.workdir)
         found = threading.Event()
@@ -298,6 +300,7 @@ class Server:
 
     def stop(self, timeout=STOP_TIMEOUT):
         """SIGTERM; returns the exit status (fails the test if it does not exit)."""
+        self.expected_exit = True
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -314,6 +317,7 @@ class Server:
 
     def kill(self):
         """SIGKILL (kill -9) and reap."""
+        self.expected_exit = True
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
@@ -343,12 +347,32 @@ class Server:
         return Client(self.base_url, self.token if token is ANY else token)
 
 
-def finish_server(srv: Server):
-    """Teardown: a server still running must exit 0 on SIGTERM."""
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "WARNING: ThreadSanitizer", "runtime error:")
+
+
+def server_problem(srv: Server):
+    """Teardown check: a server still running must exit 0 on SIGTERM, and one
+    that is gone must have been stopped or killed by the test. Returns a
+    failure message or None."""
+    if srv.proc is None:
+        return None
+    reports = [l for l in srv.all_stderr if any(m in l for m in SANITIZER_MARKS)]
+    if reports:
+        srv.kill()
+        return f"sanitizer report in jobd's stderr: {reports[0]}\nstderr:\n{srv.stderr_text(200)}"
     if srv.alive():
         code = srv.stop()
         if code != 0:
-            pytest.fail(f"jobd exited with status {code} on SIGTERM (expected 0)\nstderr:\n{srv.stderr_text()}")
+            return f"jobd exited with status {code} on SIGTERM (expected 0)\nstderr:\n{srv.stderr_text()}"
+    elif not srv.expected_exit:
+        return f"jobd died during the test (exit status {srv.proc.returncode})\nstderr:\n{srv.stderr_text()}"
+    return None
+
+
+def finish_server(srv: Server):
+    problem = server_problem(srv)
+    if problem:
+        pytest.fail(problem)
 
 
 @pytest.fixture(scope="module")
@@ -388,12 +412,7 @@ def make_server(tmp_path):
         return srv.start() if start else srv
 
     yield make
-    failures = []
-    for srv in servers:
-        if srv.alive():
-            code = srv.stop()
-            if code != 0:
-                failures.append(f"jobd exited with status {code} on SIGTERM (expected 0)\n{srv.stderr_text()}")
+    failures = [p for p in map(server_problem, servers) if p]
     if failures:
         pytest.fail("\n\n".join(failures))
 

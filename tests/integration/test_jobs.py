@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from conftest import (JOB_FIELDS, REQUEST_TIMEOUT, STATUSES, TERMINAL, assert_error, assert_job_shape, body_json,
+from conftest import (JOB_FIELDS, REQUEST_TIMEOUT, STATUSES, assert_error, assert_job_shape, body_json,
                       dumps, parse_ts, rfc3339, scaled, wait_for)
 
 NCORES = os.cpu_count() or 1
@@ -1180,3 +1180,20 @@ def test_sigterm_with_a_long_poll_and_a_job_longer_than_the_grace(make_server):
     got = srv.client().job(job["id"])
     assert got["task"] == "sleep" and got["args"] == {"seconds": 60}, got
     cancel_quietly(srv.client(), job["id"])
+
+
+def test_duplicate_top_level_field_is_refused(client):
+    """Regression: {"task":"noop","task":"echo"} was accepted with the first value winning."""
+    r = client.post("/v1/jobs", data=b'{"task": "noop", "task": "echo"}',
+                    headers={"Content-Type": "application/json"})
+    assert_error(r, 400, "invalid_argument", "task")
+
+
+def test_run_at_beyond_a_year_is_refused(client):
+    """Regression: run_at in year 9999 was accepted while delay is capped at 366 days."""
+    assert_error(client.post("/v1/jobs", json={"task": "noop", "run_at": "9999-12-31T23:59:59.999Z"}),
+                 400, "invalid_argument", "run_at")
+    soon = rfc3339(datetime.now(timezone.utc) + timedelta(days=30))
+    job = client.submit("noop", run_at=soon)
+    assert job["status"] == "scheduled"
+    assert client.cancel(job["id"]).status_code == 200
