@@ -126,9 +126,12 @@ int core_job_from_json(struct core *c, const cJSON *spec, const char *prefix, st
     char *args_text = NULL;
     struct job *job = NULL;
 
-    if (!cJSON_IsObject(spec))
-        return api_err_set(err, API_INVALID_ARGUMENT, prefix[0] ? prefix : NULL,
+    if (!cJSON_IsObject(spec)) {
+        /* The prefix "jobs[3]." names the entry itself as "jobs[3]". */
+        snprintf(field, sizeof field, "%.*s", (int)(strlen(prefix) ? strlen(prefix) - 1 : 0), prefix);
+        return api_err_set(err, API_INVALID_ARGUMENT, field[0] ? field : NULL,
                            "A job must be a JSON object like {\"task\": \"noop\", \"args\": {}}.");
+    }
     for (const cJSON *f = spec->child; f; f = f->next) {
         for (const cJSON *g = spec->child; g != f; g = g->next) {
             if (strcmp(g->string, f->string) == 0) {
@@ -228,9 +231,9 @@ int core_job_from_json(struct core *c, const cJSON *spec, const char *prefix, st
     job->timeout_ms = has_timeout ? (int64_t)(timeout * 1000.0 + 0.5) : 0;
     if (has_timeout && job->timeout_ms < 1) job->timeout_ms = 1;
     job->max_attempts = (int)attempts;
-    job->retry_backoff_ms = (int64_t)(backoff * 1000.0);
+    job->retry_backoff_ms = (int64_t)(backoff * 1000.0 + 0.5);
     job->scheduled_at_ms = job->created_at_ms;
-    if (has_delay && delay > 0) job->scheduled_at_ms = job->created_at_ms + (int64_t)(delay * 1000.0);
+    if (has_delay && delay > 0) job->scheduled_at_ms = job->created_at_ms + (int64_t)(delay * 1000.0 + 0.5);
     if (run_at_s) job->scheduled_at_ms = run_at_ms > job->created_at_ms ? run_at_ms : job->created_at_ms;
     job->status = job->scheduled_at_ms > job->created_at_ms ? JOB_SCHEDULED : JOB_QUEUED;
     if (job_set_str(&job->task, def->name) < 0 || job_set_str(&job->executor, c->execs[exec_idx].cfg.name) < 0 ||
