@@ -47,16 +47,22 @@ build/jobd:
 	@$(MAKE) --no-print-directory VARIANT=release build/release/jobd
 	@cp -p build/release/jobd build/jobd.tmp && mv -f build/jobd.tmp build/jobd
 
+# V=1 shows the full command lines.
+Q := $(if $(V),,@)
+
 $(BIN): $(LIB_OBJ) $(MAIN_OBJ)
-	$(CC) $(VFLAGS) -o $@ $^ $(PKG_LIBS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(VFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(OBJDIR)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(WARN) $(VFLAGS) $(PKG_CFLAGS) -MMD -MP -c -o $@ $<
+	@echo "  CC      $@"
+	$(Q)$(CC) $(WARN) $(VFLAGS) $(PKG_CFLAGS) -MMD -MP -c -o $@ $<
 
 $(OBJDIR)/tests/%: tests/unit/%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(WARN) -Wno-missing-prototypes $(VFLAGS) $(PKG_CFLAGS) -MMD -MP -o $@ $< $(LIB_OBJ) $(PKG_LIBS)
+	@echo "  CC+LD   $@"
+	$(Q)$(CC) $(WARN) -Wno-missing-prototypes $(VFLAGS) $(PKG_CFLAGS) -MMD -MP -o $@ $< $(LIB_OBJ) $(PKG_LIBS)
 
 -include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(UNIT_BIN:=.d)
 

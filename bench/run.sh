@@ -26,11 +26,11 @@ RUNS=${BENCH_RUNS:-3}
 SECS=${BENCH_SECONDS:-3}
 E2E_JOBS=${BENCH_E2E_JOBS:-50000}
 WAIT_REQS=${BENCH_WAIT_REQUESTS:-2000}
-PY=${PYTHON:-python3}
+PY=${PYTHON:-$( [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3 )}
 # jobd prints its "listening on http://127.0.0.1:PORT" line at level info, so
 # warn would hide the port. Info costs nothing per request (request lines are
 # debug).
-LOG_LEVEL=${BENCH_LOG_LEVEL:-info}
+LOG_LEVEL=${BENCH_LOG_LEVEL:-warn}
 CONNS=64
 NOOP='{"task":"noop"}'
 WARN=(-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wmissing-prototypes
@@ -39,12 +39,27 @@ WARN=(-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wmissing
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/jobd-bench.XXXXXX")
 RAW=$TMP/raw.jsonl
 SERVER_PID=
+POLLER_PID=
 PORT=
 SERVER_LOG=
 NSERVER=0
 FAILED=0
 
 log() { printf 'bench: %s\n' "$*" >&2; }
+
+# cpu_busy_pct: how busy all cores are over one second, in percent (other
+# work on the machine makes every figure noisy).
+cpu_busy_pct() {
+    local a b
+    a=$(head -n 1 /proc/stat)
+    sleep 1
+    b=$(head -n 1 /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN {
+        n = split(a, x); split(b, y); tot = 0
+        for (i = 2; i <= n; i++) tot += y[i] - x[i]
+        idle = (y[5] - x[5]) + (y[6] - x[6])
+        printf "%d", (tot > 0 ? 100 * (tot - idle) / tot : 0) }'
+}
 
 # Stops our server (SIGTERM, then SIGKILL after 10 s). Only ever our own pid.
 stop_server() {
@@ -70,6 +85,7 @@ stop_server() {
 }
 
 cleanup() {
+    [ -z "$POLLER_PID" ] || kill "$POLLER_PID" 2>/dev/null || true
     stop_server
     rm -rf "$TMP"
 }
@@ -147,12 +163,14 @@ print(json.dumps({
 PY
 }
 
-# wait_all_done TOTAL T0_NS: polls /v1/stats until TOTAL jobs are terminal and
-# none is pending; prints {"seconds": since T0, "counts": ...}.
+# wait_all_done TOTAL T0_NS TOTAL_FILE: polls /v1/stats every 10 ms until TOTAL
+# jobs are terminal and none is pending; prints {"seconds": since T0, ...}.
+# Started alongside the submits, so its own start-up is not timed; once
+# TOTAL_FILE appears it holds the number actually accepted, which replaces TOTAL.
 wait_all_done() {
-    "$PY" - "$PORT" "$1" "$2" <<'PY'
-import json, sys, time, urllib.request
-port, total, t0 = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    "$PY" - "$PORT" "$1" "$2" "$3" <<'PY'
+import json, os, sys, time, urllib.request
+port, total, t0, total_file = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 url = "http://127.0.0.1:%d/v1/stats" % port
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
 polls, counts, err = 0, {}, None
@@ -164,6 +182,9 @@ while True:
     except Exception as e:  # reported below if it lasts
         err = repr(e)
     polls += 1
+    if os.path.exists(total_file):
+        with open(total_file) as f:
+            total = int(f.read())
     now = time.time_ns()
     done = sum(counts.get(k, 0) for k in ("succeeded", "failed", "cancelled"))
     pending = sum(counts.get(k, 0) for k in ("scheduled", "queued", "running"))
@@ -187,6 +208,8 @@ mkdir -p build/bench
 cc "${WARN[@]}" -O2 -pthread -o "$LOADGEN" bench/loadgen.c
 : >"$RAW"
 BEGIN=$(date +%s)
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+BUSY_BEFORE=$(cpu_busy_pct)
 log "jobd=$JOBD runs=$RUNS seconds=$SECS on $(nproc) cores; raw runs -> $OUT"
 
 # --- (a) /healthz --------------------------------------------------------------
@@ -194,7 +217,10 @@ for ((r = 1; r <= RUNS; r++)); do
     log "(a) /healthz run $r/$RUNS"
     start_server
     record healthz_wrk "$r" "$(wrk_json)"
-    record healthz_loadgen "$r" "$(lg --connections $CONNS --duration "$SECS" --path /healthz || echo null)"
+    # two threads, like wrk -t2; the submit figures use one (the client is far
+    # from its limit there, and a second thread would take CPU from the server)
+    record healthz_loadgen "$r" "$(lg --connections $CONNS --threads 2 --duration "$SECS" \
+        --path /healthz || echo null)"
     stop_server
 done
 
@@ -217,13 +243,20 @@ submit_run submits_normal 1 normal
 for ((r = 1; r <= RUNS; r++)); do
     log "(c) end-to-end, $E2E_JOBS noop jobs, run $r/$RUNS"
     start_server
+    rm -f "$TMP/accepted" "$TMP/accepted.tmp"
     t0=$(date +%s%N)
+    wait_all_done "$E2E_JOBS" "$t0" "$TMP/accepted" >"$TMP/done.json" &
+    POLLER_PID=$!
     sub=$(lg --connections $CONNS --requests "$E2E_JOBS" --method POST --path /v1/jobs \
         --body "$NOOP" || echo null)
     accepted=$("$PY" -c 'import json,sys; d=json.loads(sys.argv[1]) or {}; print(d.get("status",{}).get("202",0))' "$sub")
-    if [ "$accepted" -gt 0 ]; then
-        done_json=$(wait_all_done "$accepted" "$t0")
-    else
+    echo "$accepted" >"$TMP/accepted.tmp"
+    mv "$TMP/accepted.tmp" "$TMP/accepted" # whole or absent for the poller
+    wait "$POLLER_PID" || true
+    POLLER_PID=
+    done_json=$(cat "$TMP/done.json")
+    [ -n "$done_json" ] || done_json='{"ok": false, "error": "the /v1/stats poller failed"}'
+    if [ "$accepted" -eq 0 ]; then
         done_json='{"ok": false, "error": "no submit was accepted"}'
     fi
     record e2e "$r" "{\"jobs\": $E2E_JOBS, \"accepted\": $accepted, \"submit\": $sub, \"done\": $done_json}"
@@ -240,9 +273,10 @@ for ((r = 1; r <= RUNS; r++)); do
 done
 
 # --- report ----------------------------------------------------------------------
-"$PY" - "$RAW" "$OUT" "$CONNS" "$(( $(date +%s) - BEGIN ))" "$JOBD" <<'PY' || FAILED=1
+"$PY" - "$RAW" "$OUT" "$CONNS" "$(( $(date +%s) - BEGIN ))" "$JOBD" "$LOAD_BEFORE" "$BUSY_BEFORE" <<'PY' || FAILED=1
 import json, os, platform, statistics, subprocess, sys, time
 raw_path, out_path, conns, elapsed, jobd = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+load_before, busy_before = sys.argv[6], int(sys.argv[7])
 runs = [json.loads(l) for l in open(raw_path) if l.strip()]
 by = {}
 for r in runs:
@@ -332,8 +366,9 @@ row("durable submits/s (sync normal, 1 run)", fig["submits_normal_rps"], 0,
           "sync full"))
 row("end-to-end noop jobs/s (%s jobs)" % (by["e2e"][0]["jobs"] if by.get("e2e") else "?"),
     fig["e2e_jobs_per_s"], 0,
-    ratio(fig["e2e_jobs_per_s"], fig["submits_full_rps"]["median"] if fig["submits_full_rps"] else None,
-          "submits"))
+    ratio(fig["e2e_jobs_per_s"], fig["e2e_submit_rps"]["median"] if fig["e2e_submit_rps"] else None,
+          "its submit phase"))
+row("  its submit phase, submits/s", fig["e2e_submit_rps"], 0)
 w50, w99 = fig["wait_p50_ms"], fig["wait_p99_ms"]
 if w50 and w99:
     rows.append(("submit-and-wait p50 ms / p99 ms", "%.2f / %.2f" % (w50["median"], w99["median"]),
@@ -357,8 +392,11 @@ print("%-42s %12s  %-24s %s" % ("figure", "median", "min–max", "ratio"))
 for name, med, rng, r in rows:
     print("%-42s %12s  %-24s %s" % (name, med, rng, r))
 print()
-print("(%d runs each on a fresh server and db; %s cores; %d s total)" % (
-    max((len(v) for v in by.values()), default=0), os.cpu_count(), elapsed))
+load_after = open("/proc/loadavg").read().split()[:3]
+print("(%d runs each on a fresh server and db; %s cores; %d s total; CPU %d%% busy just before)" % (
+    max((len(v) for v in by.values()), default=0), os.cpu_count(), elapsed, busy_before))
+if busy_before > 20:
+    print("note: other work kept the CPUs %d%% busy before the run; expect noisy figures" % busy_before)
 if problems:
     print("\nPROBLEMS:")
     for p in problems:
@@ -374,6 +412,7 @@ json.dump({
     "machine": {"cores": os.cpu_count(), "kernel": platform.release(), "cc": cmd("cc", "--version").split("\n")[0] if cmd("cc", "--version") else None,
                 "wrk": (cmd("sh", "-c", "wrk --version 2>&1") or "").split("\n")[0] or None},
     "jobd": jobd, "connections": conns, "elapsed_s": elapsed,
+    "cpu_busy_pct_before": busy_before, "loadavg_before": load_before, "loadavg_after": " ".join(load_after),
     "figures": fig, "problems": problems, "runs": runs,
 }, open(out_path, "w"), indent=1)
 print("raw runs: %s" % out_path)

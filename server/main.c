@@ -139,7 +139,10 @@ int main(int argc, char **argv)
         LOG_WARN("listening on %s with no token: anyone who can reach this address can run jobs", cfg.listen_host);
     else if (!cfg.token[0])
         LOG_INFO("no token configured: listening on loopback only");
-    LOG_INFO("jobd listening on http://%s%s%s:%d (database %s, %d executor(s))",
+    /* Scripts and tests read the port from this line: it is printed at every
+     * level but "off" (log_write directly, bypassing the threshold). */
+    if (cfg.log_level != LOG_LEVEL_OFF)
+        log_write(LOG_LEVEL_INFO, __FILE__, __LINE__, "jobd listening on http://%s%s%s:%d (database %s, %d executor(s))",
              strchr(cfg.listen_host, ':') ? "[" : "", cfg.listen_host, strchr(cfg.listen_host, ':') ? "]" : "",
              srv_port(srv), cfg.db_path, cfg.n_executors);
 

@@ -369,6 +369,7 @@ static void store_free(struct store *st)
         int rc = sqlite3_close(st->wdb);
         if (rc != SQLITE_OK) LOG_ERROR("store: closing %s: %s", st->path, sqlite3_errstr(rc));
     }
+    free(st->dedup);
     pthread_mutex_destroy(&st->q_lock);
     pthread_cond_destroy(&st->q_wake);
     pthread_cond_destroy(&st->q_idle);

@@ -91,6 +91,7 @@ struct store_op {
     struct store_recover_result *recover; /* recover: not owned */
     store_done_cb cb;                    /* insert, update, delete; may be NULL */
     void *ctx;
+    struct store_op *superseded_by;      /* writer only: a later update of the same job in this batch */
 };
 
 /* Cached statements of the writer connection (prepared once in store_open). */
@@ -137,6 +138,7 @@ struct store {
     /* Writer connection: see LOCKS above. */
     sqlite3 *wdb;
     sqlite3_stmt *wst[WST_COUNT];
+    struct store_op **dedup; /* writer thread only: open-addressing table, 2 * max_batch slots */
     pthread_t writer;
     bool writer_started; /* written by open before the thread exists, read by close */
 

@@ -1069,6 +1069,78 @@ static void test_disk_full_fails_the_batch_then_recovers(void)
     tmp_remove(&t);
 }
 
+/* Two updates of one job in one batch: only the last is executed (it writes
+ * every column), both callbacks run once with rc 0, and the row holds the last. */
+static void test_updates_of_one_job_in_a_batch_are_coalesced(void)
+{
+    struct tmp t;
+    tmp_make(&t);
+    struct store *st = open_at(t.db);
+    struct job *j = make_job("echo", JOB_QUEUED);
+    struct done d0 = {0};
+    CHECK_EQ_INT(store_job_insert(st, job_dup(j), done_keep, &d0), 0);
+    store_sync(st);
+    CHECK_EQ_INT(d0.rc, 0);
+    done_clear(&d0);
+
+    struct job *running = job_dup(j), *finished = job_dup(j), *other = make_job("echo", JOB_QUEUED);
+    running->status = JOB_RUNNING;
+    running->attempt = 1;
+    running->started_at_ms = 1000;
+    job_set_str(&running->worker_thread, "thread-0");
+    finished->status = JOB_SUCCEEDED;
+    finished->attempt = 1;
+    finished->started_at_ms = 1000;
+    finished->finished_at_ms = 2000;
+    job_set_str(&finished->result, "42");
+    job_set_str(&finished->worker_thread, "thread-0");
+    CHECK_EQ_INT(store_job_insert(st, job_dup(other), NULL, NULL), 0);
+    store_sync(st);
+    struct job *other_done = job_dup(other);
+    other_done->status = JOB_FAILED;
+    other_done->error_type = JOB_ERR_TASK;
+    job_set_str(&other_done->error_message, "boom");
+
+    store__debug_pause(st, true);
+    struct done d[3] = {{0}};
+    CHECK_EQ_INT(store_job_update(st, running, done_keep, &d[0]), 0);
+    CHECK_EQ_INT(store_job_update(st, other_done, done_keep, &d[1]), 0);
+    CHECK_EQ_INT(store_job_update(st, finished, done_keep, &d[2]), 0);
+    store__debug_pause(st, false);
+    store_sync(st);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(atomic_load(&d[i].calls), 1);
+        CHECK_EQ_INT(d[i].rc, 0);
+        done_clear(&d[i]);
+    }
+    struct job *g = NULL;
+    CHECK_EQ_INT(store_job_get(st, j->id, &g), 0);
+    CHECK(g && g->status == JOB_SUCCEEDED);
+    CHECK_EQ_STR(g ? g->result : NULL, "42");
+    CHECK_EQ_INT(g ? g->finished_at_ms : 0, 2000);
+    job_free(g);
+    CHECK_EQ_INT(store_job_get(st, other->id, &g), 0);
+    CHECK(g && g->status == JOB_FAILED);
+    job_free(g);
+    /* A superseded update of a missing job shares the later one's -ENOENT. */
+    struct job *ghost = make_job("echo", JOB_RUNNING), *ghost2 = NULL;
+    ghost2 = job_dup(ghost);
+    ghost2->status = JOB_SUCCEEDED;
+    store__debug_pause(st, true);
+    CHECK_EQ_INT(store_job_update(st, ghost, done_keep, &d[0]), 0);
+    CHECK_EQ_INT(store_job_update(st, ghost2, done_keep, &d[1]), 0);
+    store__debug_pause(st, false);
+    store_sync(st);
+    CHECK_EQ_INT(d[0].rc, -ENOENT);
+    CHECK_EQ_INT(d[1].rc, -ENOENT);
+    done_clear(&d[0]);
+    done_clear(&d[1]);
+    store_close(st);
+    job_free(j);
+    job_free(other);
+    tmp_remove(&t);
+}
+
 int main(void)
 {
     log_init(LOG_LEVEL_OFF, LOG_FORMAT_TEXT);
@@ -1084,6 +1156,7 @@ int main(void)
     RUN(test_progress_is_saved_only_while_running);
     RUN(test_delete_terminal_not_terminal_and_missing);
     RUN(test_duplicate_idempotency_key_fails_only_that_op);
+    RUN(test_updates_of_one_job_in_a_batch_are_coalesced);
     RUN(test_list_order_filters_and_pagination);
     RUN(test_count_by_status);
     RUN(test_recover_requeues_or_fails_running_jobs);
