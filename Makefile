@@ -38,8 +38,12 @@ MAIN_OBJ := $(OBJDIR)/server/main.o
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(OBJDIR)/tests/%)
 BIN     := $(OBJDIR)/jobd
+# The example plugin, and the broken plugins test_tasks_extra loads on purpose.
+PLUGIN_SO  := $(OBJDIR)/examples/hello.so
+FIXTURE_SO := $(patsubst %,$(OBJDIR)/tests/plugins/%.so,nover badver noinit initfail dup)
 
 all: build/jobd
+	@$(MAKE) --no-print-directory VARIANT=release build/release/examples/hello.so
 
 # build/jobd is the release binary; sanitizer variants live in their own folders.
 .PHONY: build/jobd
@@ -64,7 +68,19 @@ $(OBJDIR)/tests/%: tests/unit/%.c $(LIB_OBJ)
 	@echo "  CC+LD   $@"
 	$(Q)$(CC) $(WARN) -Wno-missing-prototypes $(VFLAGS) $(PKG_CFLAGS) -MMD -MP -o $@ $< $(LIB_OBJ) $(PKG_LIBS)
 
--include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(UNIT_BIN:=.d)
+# A plugin is built the way a third party builds one: -Iinclude is its only
+# include path (see include/jobd_plugin.h), libcjson its only library.
+$(OBJDIR)/examples/%.so: examples/plugin/%.c
+	@mkdir -p $(dir $@)
+	@echo "  CC.so   $@"
+	$(Q)$(CC) $(WARN) $(VFLAGS) -fPIC -shared -Iinclude -MMD -MP -o $@ $< -lcjson
+
+$(OBJDIR)/tests/plugins/%.so: tests/unit/plugin_fixture.c
+	@mkdir -p $(dir $@)
+	@echo "  CC.so   $@"
+	$(Q)$(CC) $(WARN) $(VFLAGS) -fPIC -shared -Iinclude -DFIXTURE_$* -MMD -MP -o $@ $< -lcjson
+
+-include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(UNIT_BIN:=.d) $(PLUGIN_SO:.so=.d) $(FIXTURE_SO:.so=.d)
 
 # Installs what is missing (apt-get), and does nothing when everything is there.
 # Only needs root when something is missing.
@@ -90,7 +106,8 @@ run: deps
 	@$(MAKE) --no-print-directory build/jobd
 	./build/jobd $(ARGS)
 
-unit: $(UNIT_BIN)
+# test_process starts workers from this variant's jobd (../jobd from the test binary).
+unit: $(BIN) $(UNIT_BIN) $(PLUGIN_SO) $(FIXTURE_SO)
 
 # Runs every suite and ends with one "N passed, N failed" line summed over them.
 test: deps-test

@@ -26,6 +26,8 @@ RUNS=${BENCH_RUNS:-3}
 SECS=${BENCH_SECONDS:-3}
 E2E_JOBS=${BENCH_E2E_JOBS:-50000}
 WAIT_REQS=${BENCH_WAIT_REQUESTS:-2000}
+ASYNC_JOBS=${BENCH_ASYNC_JOBS:-10000}
+CRUNCH_ITER=${BENCH_CRUNCH_ITERATIONS:-300000000}
 PY=${PYTHON:-$( [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3 )}
 # jobd prints its "listening on http://127.0.0.1:PORT" line at level info, so
 # warn would hide the port. Info costs nothing per request (request lines are
@@ -272,6 +274,35 @@ for ((r = 1; r <= RUNS; r++)); do
     stop_server
 done
 
+# --- (e) async makespan, (f) crunch on processes vs threads, (g) process noop ------
+EXECS="thread=thread:2,process=process:2,async=async:$ASYNC_JOBS"
+for ((r = 1; r <= RUNS; r++)); do
+    log "(e) $ASYNC_JOBS concurrent sleep 1 on the async executor, run $r/$RUNS"
+    start_server --executors "$EXECS" --max-queued $((ASYNC_JOBS * 2))
+    record async_makespan "$r" "$("$PY" bench/executors.py makespan "$PORT" "$LOADGEN" "$ASYNC_JOBS" 1 async ||
+        echo null)"
+    stop_server
+done
+for ((r = 1; r <= RUNS; r++)); do
+    log "(f) 8 crunch jobs on process:2 and on thread:2, run $r/$RUNS"
+    start_server --executors "$EXECS"
+    record crunch_process "$r" "$("$PY" bench/executors.py crunch "$PORT" 8 "$CRUNCH_ITER" process || echo null)"
+    record crunch_thread "$r" "$("$PY" bench/executors.py crunch "$PORT" 8 "$CRUNCH_ITER" thread || echo null)"
+    stop_server
+done
+for ((r = 1; r <= RUNS; r++)); do
+    log "(g) end-to-end, $E2E_JOBS noop jobs on the process executor, run $r/$RUNS"
+    start_server --executors "process=process:2" --max-queued $((E2E_JOBS * 2))
+    t0=$(date +%s%N)
+    sub=$(lg --connections $CONNS --requests "$E2E_JOBS" --method POST --path /v1/jobs \
+        --body '{"task":"noop","executor":"process"}' || echo null)
+    accepted=$("$PY" -c 'import json,sys; d=json.loads(sys.argv[1]) or {}; print(d.get("status",{}).get("202",0))' "$sub")
+    echo "$accepted" >"$TMP/accepted_g"
+    done_json=$(wait_all_done "$E2E_JOBS" "$t0" "$TMP/accepted_g")
+    record e2e_process "$r" "{\"jobs\": $E2E_JOBS, \"accepted\": $accepted, \"submit\": $sub, \"done\": $done_json}"
+    stop_server
+done
+
 # --- report ----------------------------------------------------------------------
 "$PY" - "$RAW" "$OUT" "$CONNS" "$(( $(date +%s) - BEGIN ))" "$JOBD" "$LOAD_BEFORE" "$BUSY_BEFORE" <<'PY' || FAILED=1
 import json, os, platform, statistics, subprocess, sys, time
@@ -312,6 +343,10 @@ fig = {
     "e2e_jobs_per_s": summ(vals("e2e", e2e_rate)),
     "e2e_submit_rps": summ(vals("e2e", lambda d: d["submit"]["status"].get("202", 0) / d["submit"]["seconds"])),
     "wait_p50_ms": summ(vals("wait", lambda d: d["p50_ms"] if d["status"].get("200") else None)),
+    "async_makespan_s": summ(vals("async_makespan", lambda d: d["makespan_s"] if d["ok"] else None)),
+    "crunch_process_s": summ(vals("crunch_process", lambda d: d["makespan_s"] if d["ok"] else None)),
+    "crunch_thread_s": summ(vals("crunch_thread", lambda d: d["makespan_s"] if d["ok"] else None)),
+    "e2e_process_jobs_per_s": summ(vals("e2e_process", e2e_rate)),
     "wait_p99_ms": summ(vals("wait", lambda d: d["p99_ms"] if d["status"].get("200") else None)),
 }
 
@@ -375,6 +410,19 @@ if w50 and w99:
                  "%.2f–%.2f / %.2f–%.2f" % (w50["min"], w50["max"], w99["min"], w99["max"]), ""))
 else:
     rows.append(("submit-and-wait p50 ms / p99 ms", "-", "-", "not measured"))
+row("async: %s x sleep 1, makespan s" % (by["async_makespan"][0]["jobs"] if by.get("async_makespan") and by["async_makespan"][0] else "?"),
+    fig["async_makespan_s"], 3, "ideal 1.000")
+row("8 crunch on process:2, makespan s", fig["crunch_process_s"], 3)
+row("8 crunch on thread:2, makespan s", fig["crunch_thread_s"], 3)
+cp, ct = by.get("crunch_process", []), by.get("crunch_thread", [])
+sp = [t["makespan_s"] / p["makespan_s"] for p, t in zip(cp, ct) if p and t and p.get("ok") and t.get("ok")]
+fig["crunch_speedup_process_vs_thread"] = summ(sp)
+row("  speed-up process/thread (same run)", summ(sp), 2)
+row("end-to-end noop jobs/s, process:2 executor", fig["e2e_process_jobs_per_s"], 0)
+for f in ("async_makespan", "crunch_process", "crunch_thread", "e2e_process"):
+    for i, d in enumerate(by.get(f, []), 1):
+        if not d or not (d.get("ok") if f != "e2e_process" else d["done"].get("ok")):
+            problems.append("%s run %d: %s" % (f, i, json.dumps(d)[:300]))
 for f, label in (("submits_full", "keep-alive: connections opened (submits)"),
                  ("healthz_loadgen", "keep-alive: connections opened (healthz)")):
     if ka.get(f):

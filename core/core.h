@@ -26,6 +26,8 @@ struct core_executor_config {
     unsigned kind;   /* TASK_KIND_* */
     int size;        /* >= 1 */
     long max_queued; /* scheduled + queued jobs held at most; past it submits get -EAGAIN */
+    long memory_mb;   /* process executors: RLIMIT_AS per worker, 0 = none */
+    long cpu_seconds; /* process executors: RLIMIT_CPU per worker, 0 = none */
 };
 
 struct core_options {
@@ -33,6 +35,7 @@ struct core_options {
     int n_executors;
     const struct task_registry *tasks; /* outlives the core */
     struct store *store;               /* outlives the core */
+    const char *const *worker_argv;    /* how process executors start a worker (outlives the core) */
 };
 
 /* Starts the executors and the timer thread, runs recovery (store_recover)

@@ -638,7 +638,12 @@ int core_open(const struct core_options *opt, struct core **out)
     for (int i = 0; i < opt->n_executors; i++) {
         struct core_exec *ce = &c->execs[i];
         ce->cfg = opt->executors[i];
-        struct exec_config ec = {.name = ce->cfg.name, .kind = ce->cfg.kind, .size = ce->cfg.size};
+        struct exec_config ec = {.name = ce->cfg.name,
+                                 .kind = ce->cfg.kind,
+                                 .size = ce->cfg.size,
+                                 .worker_argv = opt->worker_argv,
+                                 .memory_mb = ce->cfg.memory_mb,
+                                 .cpu_seconds = ce->cfg.cpu_seconds};
         if ((rc = exec_new(&ec, c->tasks, &hooks, &ce->ex)) < 0) goto fail;
         c->n_execs++;
     }

@@ -27,15 +27,23 @@ static const char *const not_yet[] = {"depends_on", "concurrency_key", "concurre
 static const char *const known[] = {"task",     "args",          "executor", "priority", "timeout",
                                     "max_attempts", "retry_backoff", "delay",    "run_at",   "idempotency_key"};
 
+/* "thread", "thread and process", "thread, process and async" (or "or"). */
+static const char *kinds_join(unsigned kinds, const char *conj, char *buf, size_t cap)
+{
+    const char *names[3];
+    int n = 0;
+    for (unsigned k = 1; k <= TASK_KIND_ASYNC; k <<= 1)
+        if (kinds & k) names[n++] = task_kind_name(k);
+    if (n == 1) snprintf(buf, cap, "%s", names[0]);
+    else if (n == 2) snprintf(buf, cap, "%s %s %s", names[0], conj, names[1]);
+    else if (n == 3) snprintf(buf, cap, "%s, %s %s %s", names[0], names[1], conj, names[2]);
+    else snprintf(buf, cap, "no");
+    return buf;
+}
+
 static const char *kinds_list(unsigned kinds, char *buf, size_t cap)
 {
-    buf[0] = '\0';
-    size_t o = 0;
-    for (unsigned k = 1; k <= TASK_KIND_ASYNC; k <<= 1) {
-        if (!(kinds & k)) continue;
-        o += (size_t)snprintf(buf + o, o < cap ? cap - o : 0, "%s%s", o ? ", " : "", task_kind_name(k));
-    }
-    return buf;
+    return kinds_join(kinds, "and", buf, cap);
 }
 
 int core_resolve_executor(struct core *c, const struct task_def *def, const char *name, int *idx,
@@ -75,7 +83,7 @@ int core_resolve_executor(struct core *c, const struct task_def *def, const char
     }
     return api_err_set(err, API_INVALID_ARGUMENT, "task",
                        "No configured executor can run task '%s': it needs a %s executor.", def->name,
-                       kinds_list(def->kinds, kinds, sizeof kinds));
+                       kinds_join(def->kinds, "or", kinds, sizeof kinds));
 }
 
 /* Reads an optional number field in [lo, hi]; integral when `integer`. */

@@ -13,6 +13,8 @@ int exec_new(const struct exec_config *cfg, const struct task_registry *tasks, c
     if (!cfg || !cfg->name || cfg->size < 1) return -EINVAL;
     switch (cfg->kind) {
     case TASK_KIND_THREAD: return exec_thread_new(cfg, tasks, hooks, out);
+    case TASK_KIND_PROCESS: return exec_process_new(cfg, tasks, hooks, out);
+    case TASK_KIND_ASYNC: return exec_async_new(cfg, tasks, hooks, out);
     default:
         LOG_ERROR("executor %s: kind %s is not available in this build", cfg->name,
                   task_kind_name(cfg->kind) ? task_kind_name(cfg->kind) : "?");
@@ -159,8 +161,13 @@ enum exec_outcome exec_run_task(const struct task_registry *tasks, struct job *j
         free(job->result);
         job->result = text;
         outcome = EXEC_OK;
-    } else if (ctx->error_type == JOB_ERR_NONE) {
-        ctx->error_type = JOB_ERR_TASK;
+    } else {
+        if (ctx->error_type == JOB_ERR_NONE) ctx->error_type = JOB_ERR_TASK;
+        /* A failed task may leave a result (exec keeps its exit code and output). */
+        if (ctx->result) {
+            free(job->result);
+            job->result = cJSON_PrintUnformatted(ctx->result);
+        }
     }
 out:
     if (outcome != EXEC_OK) {

@@ -46,6 +46,10 @@ struct exec_config {
     const char *name; /* copied */
     unsigned kind;    /* TASK_KIND_* */
     int size;         /* workers / concurrent jobs, >= 1 */
+    /* Process executors only. */
+    const char *const *worker_argv; /* how to start a worker: argv[0] is the jobd binary; NULL-terminated */
+    long memory_mb;   /* RLIMIT_AS of each worker, 0 = none */
+    long cpu_seconds; /* RLIMIT_CPU of each worker, 0 = none */
 };
 
 struct exec_stats {
@@ -80,5 +84,11 @@ void exec_drain(struct executor *ex, int64_t grace_ms);
 
 /* Drains (with no grace) and frees. Accepts NULL. */
 void exec_free(struct executor *ex);
+
+/* The body of a process-executor worker: `jobd --internal-worker ...` ends
+ * up here after loading the same configuration and tasks as the server. It
+ * serves jobs on fd (the socketpair end the server passed as fd 3) until the
+ * server closes it. Returns the process exit status. */
+int exec_worker_main(int fd, const struct task_registry *tasks);
 
 #endif

@@ -46,6 +46,10 @@ void exec_heap_fini(struct exec_heap *h); /* frees the array, not the jobs */
 /* Constructors of each kind. */
 int exec_thread_new(const struct exec_config *cfg, const struct task_registry *tasks,
                     const struct exec_hooks *hooks, struct executor **out);
+int exec_process_new(const struct exec_config *cfg, const struct task_registry *tasks,
+                     const struct exec_hooks *hooks, struct executor **out); /* process.c */
+int exec_async_new(const struct exec_config *cfg, const struct task_registry *tasks,
+                   const struct exec_hooks *hooks, struct executor **out); /* async.c */
 
 /* Runs a task synchronously for thread-like runners: parses args, calls the
  * task, and fills job->result or job->error_* from ctx. `ctx` must have its

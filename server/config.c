@@ -30,11 +30,8 @@
 
 #define JOBD_VERSION "0.1.0"
 
-/* The default executor list; "N" is the number of cores, "2N" twice that.
- * The spec's default is "thread=thread:2N,process=process:N,async=async:256":
- * restore it here once those executor kinds exist (and widen KINDS_AVAILABLE). */
-#define DEFAULT_EXECUTORS "thread=thread:2N"
-#define KINDS_AVAILABLE TASK_KIND_THREAD
+/* The default executor list (SPEC §5); "N" is the number of cores, "2N" twice that. */
+#define DEFAULT_EXECUTORS "thread=thread:2N,process=process:N,async=async:256"
 
 #define EXEC_SIZE_MAX 4096
 #define MAX_QUEUED_MAX 100000000L
@@ -259,6 +256,30 @@ static int set_sync(struct load *L, const char *name, const char *v)
     return 0;
 }
 
+/* --plugin (repeatable) and JOBD_PLUGINS (colon-separated) append; a lower
+ * source's list is never read once a higher one gave any (by_flag/by_env). */
+static int plugin_add(struct load *L, const char *name, const char *path, size_t len)
+{
+    struct config *cfg = L->cfg;
+    if (len == 0) return fail(L, "%s: a plugin path is empty", name);
+    if (len >= 4096) return fail(L, "%s: \"%.64s...\" is too long (at most 4095 bytes)", name, path);
+    if (cfg->n_plugins == CONFIG_MAX_PLUGINS) return fail(L, "%s: too many plugins (at most %d)", name, CONFIG_MAX_PLUGINS);
+    if (!(cfg->plugins[cfg->n_plugins] = strndup(path, len))) return fail(L, "%s: out of memory", name);
+    cfg->n_plugins++;
+    return 0;
+}
+
+static int set_plugin(struct load *L, const char *name, const char *v)
+{
+    if (strcmp(name, "JOBD_PLUGINS") != 0) return plugin_add(L, name, v, strlen(v));
+    for (const char *p = v;; p++) {
+        size_t len = strcspn(p, ":");
+        if (len && plugin_add(L, name, p, len) < 0) return -1; /* "a::b" and a trailing ':' are forgiven */
+        p += len;
+        if (!*p) return 0;
+    }
+}
+
 /* --- executors --- */
 
 struct exec_list {
@@ -286,11 +307,10 @@ static int exec_add(struct load *L, struct exec_list *x, const char *where, cons
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         if (strcmp(kind, kinds[i].name) == 0) k = kinds[i].kind;
     if (!k) return fail(L, "%s: \"%s\" is not an executor kind (thread, process or async)", where, kind);
-    if (!(k & KINDS_AVAILABLE))
-        return fail(L, "%s: executor kind '%s' is not available in this build yet (only 'thread')", where, kind);
     snprintf(what, sizeof what, "%s: size of executor \"%s\"", where, name);
     if (parse_int(L, what, size, 1, EXEC_SIZE_MAX, &n) < 0) return -1;
     struct core_executor_config *e = &x->e[x->n++];
+    memset(e, 0, sizeof *e); /* memory_mb, cpu_seconds: none unless the file's entry sets them */
     memcpy(e->name, name, len + 1);
     e->kind = k;
     e->size = (int)n;
@@ -359,9 +379,11 @@ static const struct setting settings[] = {
     {"token-file", "FILE", "JOBD_TOKEN_FILE", T_CUSTOM, NULL, 0, 0, CUSTOM(set_token_file),
      "read the token from FILE (trailing whitespace dropped)"},
     {"executors", "LIST", "JOBD_EXECUTORS", T_CUSTOM, DEFAULT_EXECUTORS, 0, 0, CUSTOM(set_executors),
-     "NAME=KIND:SIZE[,...], SIZE 1..4096; KIND thread only in this build (process, async to come)"},
+     "NAME=KIND:SIZE[,...], KIND thread, process or async, SIZE 1..4096"},
     {"allow-exec", NULL, "JOBD_ALLOW_EXEC", T_BOOL, "off", 0, 0, FIELD(allow_exec),
      "enable the exec task (runs commands); env: 1/0, true/false, yes/no, on/off"},
+    {"plugin", "PATH.so", "JOBD_PLUGINS", T_CUSTOM, NULL, 0, 0, CUSTOM(set_plugin),
+     "load a task plugin; repeatable; env: PATH:PATH...; file: \"plugins\": [PATH...]"},
     {"log-level", "LEVEL", "JOBD_LOG_LEVEL", T_CUSTOM, "info", 0, 0, CUSTOM(set_log_level),
      "debug, info, warn, error or off"},
     {"log-format", "text|json", "JOBD_LOG_FORMAT", T_CUSTOM, "text", 0, 0, CUSTOM(set_log_format),
@@ -424,38 +446,55 @@ static int json_int_text(const cJSON *j, char *buf, size_t len)
     return 0;
 }
 
-/* The file form of executors: [{"name", "kind", "size", "max_queued"?}, ...]. */
+/* Reads an optional whole-number key of an executor entry into *out. */
+static int exec_entry_number(struct load *L, const char *where, const char *key, const cJSON *v, long long lo,
+                             long long hi, long long *out)
+{
+    char what[4300], text[32];
+    if (!v) return 0;
+    snprintf(what, sizeof what, "%s.%s", where, key);
+    if (!cJSON_IsNumber(v)) return fail(L, "%s: expected a number, not %s", what, json_type(v));
+    if (json_int_text(v, text, sizeof text) < 0) return fail(L, "%s: %g is not a whole number", what, v->valuedouble);
+    return parse_int(L, what, text, lo, hi, out);
+}
+
+/* The file form of executors:
+ * [{"name", "kind", "size", "max_queued"?, "memory_mb"?, "cpu_seconds"?}, ...];
+ * the limits apply to process executors only. */
 static int exec_array_apply(struct load *L, const char *file, const cJSON *arr)
 {
-    static const char *const keys[] = {"name", "kind", "size", "max_queued"};
+    enum { K_NAME, K_KIND, K_SIZE, K_MAXQ, K_MEM, K_CPU, K_N };
+    static const char *const keys[K_N] = {"name", "kind", "size", "max_queued", "memory_mb", "cpu_seconds"};
     struct exec_list x = {.n = 0};
     const cJSON *item;
     int i = 0;
     cJSON_ArrayForEach(item, arr) {
-        char where[4200], num[32], mq_text[32];
-        const cJSON *v[4] = {NULL};
-        long long mq = -1;
+        char where[4200], num[32];
+        const cJSON *v[K_N] = {NULL};
+        long long mq = -1, mem = 0, cpu = 0;
         snprintf(where, sizeof where, "%s: executors[%d]", file, i++);
         if (!cJSON_IsObject(item)) return fail(L, "%s: expected an object, not %s", where, json_type(item));
         for (const cJSON *f = item->child; f; f = f->next) {
             size_t k = 0;
-            while (k < 4 && strcmp(f->string, keys[k]) != 0) k++;
-            if (k == 4) return fail(L, "%s: unknown key \"%s\" (name, kind, size, max_queued)", where, f->string);
+            while (k < K_N && strcmp(f->string, keys[k]) != 0) k++;
+            if (k == K_N)
+                return fail(L, "%s: unknown key \"%s\" (name, kind, size, max_queued, memory_mb, cpu_seconds)", where,
+                            f->string);
             v[k] = f;
         }
-        if (!cJSON_IsString(v[0]) || !cJSON_IsString(v[1]) || !cJSON_IsNumber(v[2]))
+        if (!cJSON_IsString(v[K_NAME]) || !cJSON_IsString(v[K_KIND]) || !cJSON_IsNumber(v[K_SIZE]))
             return fail(L, "%s: needs \"name\" and \"kind\" strings and a \"size\" number", where);
-        if (json_int_text(v[2], num, sizeof num) < 0)
-            return fail(L, "%s: size of executor \"%s\" is not a whole number", where, v[0]->valuestring);
-        if (v[3]) {
-            char what[4300];
-            snprintf(what, sizeof what, "%s.max_queued", where);
-            if (!cJSON_IsNumber(v[3])) return fail(L, "%s: expected a number, not %s", what, json_type(v[3]));
-            if (json_int_text(v[3], mq_text, sizeof mq_text) < 0)
-                return fail(L, "%s: %g is not a whole number", what, v[3]->valuedouble);
-            if (parse_int(L, what, mq_text, 1, MAX_QUEUED_MAX, &mq) < 0) return -1;
-        }
-        if (exec_add(L, &x, where, v[0]->valuestring, v[1]->valuestring, num, (long)mq) < 0) return -1;
+        if (json_int_text(v[K_SIZE], num, sizeof num) < 0)
+            return fail(L, "%s: size of executor \"%s\" is not a whole number", where, v[K_NAME]->valuestring);
+        if (exec_entry_number(L, where, "max_queued", v[K_MAXQ], 1, MAX_QUEUED_MAX, &mq) < 0 ||
+            exec_entry_number(L, where, "memory_mb", v[K_MEM], 16, 1024 * 1024, &mem) < 0 ||
+            exec_entry_number(L, where, "cpu_seconds", v[K_CPU], 1, 86400 * 365, &cpu) < 0)
+            return -1;
+        if ((v[K_MEM] || v[K_CPU]) && strcmp(v[K_KIND]->valuestring, "process") != 0)
+            return fail(L, "%s: memory_mb and cpu_seconds apply to process executors only", where);
+        if (exec_add(L, &x, where, v[K_NAME]->valuestring, v[K_KIND]->valuestring, num, (long)mq) < 0) return -1;
+        x.e[x.n - 1].memory_mb = (long)mem;
+        x.e[x.n - 1].cpu_seconds = (long)cpu;
     }
     memcpy(L->cfg->executors, x.e, sizeof x.e);
     L->cfg->n_executors = x.n;
@@ -487,10 +526,36 @@ static int file_apply(struct load *L, const char *file)
         char name[4200], num[32];
         const char *v = NULL;
         snprintf(name, sizeof name, "%s: %s", file, j->string);
-        if (strcmp(j->string, "commands") == 0 || strcmp(j->string, "plugins") == 0) {
-            rc = fail(L, "%s: %s are not supported by this version of jobd", name, j->string);
-            goto out;
+        if (strcmp(j->string, "commands") == 0) { /* the file only; checked when tasks are registered */
+            if (!cJSON_IsArray(j)) {
+                rc = fail(L, "%s: expected a list of command objects, not %s", name, json_type(j));
+                goto out;
+            }
+            cJSON_Delete(L->cfg->commands); /* a repeated key: the last one wins, as for every key */
+            if (!(L->cfg->commands = cJSON_Duplicate(j, true))) {
+                rc = fail(L, "%s: out of memory", name);
+                goto out;
+            }
+            continue;
         }
+        if (strcmp(j->string, "plugins") == 0) {
+            s = setting_by_flag("plugin", 6);
+            if (L->by_flag[s - settings] || L->by_env[s - settings]) continue; /* overridden */
+            const cJSON *p;
+            if (!cJSON_IsArray(j)) {
+                rc = fail(L, "%s: expected a list of paths, not %s", name, json_type(j));
+                goto out;
+            }
+            cJSON_ArrayForEach(p, j) {
+                if (!cJSON_IsString(p)) {
+                    rc = fail(L, "%s: expected a list of paths, but it holds %s", name, json_type(p));
+                    goto out;
+                }
+                if ((rc = plugin_add(L, name, p->valuestring, strlen(p->valuestring))) < 0) goto out;
+            }
+            continue;
+        }
+        if (s && strcmp(s->flag, "plugin") == 0) s = NULL; /* the file says "plugins" */
         if (!s || strcmp(s->flag, "config") == 0) {
             rc = fail(L, "%s: unknown key \"%s\" (keys are the flags of jobd --help, '_' for '-')", file, j->string);
             goto out;
@@ -627,6 +692,7 @@ enum config_result config_load(struct config *cfg, int argc, char **argv, char *
     enum config_result res = CONFIG_ERROR;
     const char *path;
     int rc;
+    config_free(cfg);
     memset(cfg, 0, sizeof *cfg);
     if (err && errlen) err[0] = '\0';
     if (defaults_apply(&L, ncores) < 0) goto out;
@@ -646,7 +712,18 @@ enum config_result config_load(struct config *cfg, int argc, char **argv, char *
         if (cfg->executors[i].max_queued < 0) cfg->executors[i].max_queued = cfg->max_queued;
     res = CONFIG_OK;
 out:
+    if (res != CONFIG_OK) config_free(cfg);
     return res;
+}
+
+void config_free(struct config *cfg)
+{
+    if (!cfg) return;
+    for (int i = 0; i < cfg->n_plugins; i++) free(cfg->plugins[i]);
+    memset(cfg->plugins, 0, sizeof cfg->plugins);
+    cfg->n_plugins = 0;
+    cJSON_Delete(cfg->commands);
+    cfg->commands = NULL;
 }
 
 void config_print_help(FILE *out)
@@ -667,4 +744,8 @@ void config_print_help(FILE *out)
     }
     fprintf(out, "  %-32s print this help and exit\n  %-32s print the version and exit\n", "-h, --help",
             "--version");
+    fprintf(out, "\nIn the config file only:\n"
+                 "  \"commands\": [{\"name\", \"argv\": [\"/bin/prog\", \"{arg}\"], \"args\": {\"arg\": \"string\"},\n"
+                 "                \"executor\": \"process\"|\"async\", \"timeout\", \"env\": [NAME...], \"cwd\",\n"
+                 "                \"description\"}]   command tasks: argv filled from args, no shell\n");
 }

@@ -15,6 +15,7 @@
 #include "../core/core.h"
 
 #define CONFIG_MAX_EXECUTORS 32
+#define CONFIG_MAX_PLUGINS 32
 
 struct config {
     char listen_host[256];  /* "127.0.0.1", "0.0.0.0", "::1", "localhost" */
@@ -35,6 +36,10 @@ struct config {
     int64_t max_wait_ms;    /* largest accepted ?wait= */
     int64_t grace_ms;       /* SIGTERM drain grace */
     long max_queued;        /* default max_queued of executors that do not set one */
+    /* Owned (heap): freed by config_free(). */
+    char *plugins[CONFIG_MAX_PLUGINS]; /* --plugin PATH (repeatable), JOBD_PLUGINS (a:b), file "plugins" */
+    int n_plugins;
+    struct cJSON *commands; /* the file's "commands" array as given (checked by the task registry), or NULL */
 };
 
 /* Result of config_load(). */
@@ -47,7 +52,9 @@ enum config_result {
 /* Fills *cfg from defaults, the config file (--config / JOBD_CONFIG), the
  * environment `envp` (NULL-terminated "NAME=value" strings, e.g. environ) and
  * argv. `ncores` sizes the default executors. Output for --help/--version goes
- * to `out`. */
+ * to `out`. *cfg must be zeroed or hold an earlier config_load() result (whose
+ * heap parts are freed first); on CONFIG_OK the caller frees it with
+ * config_free(), on any other result nothing is left to free. */
 enum config_result config_load(struct config *cfg, int argc, char **argv, char **envp, int ncores, FILE *out,
                                char *err, size_t errlen);
 
@@ -56,5 +63,9 @@ enum config_result config_load(struct config *cfg, int argc, char **argv, char *
 int config_parse_executors(struct config *cfg, const char *list, char *err, size_t errlen);
 
 void config_print_help(FILE *out);
+
+/* Frees what config_load() allocated (plugins, commands) and clears those
+ * fields. Accepts NULL and a config that holds none. */
+void config_free(struct config *cfg);
 
 #endif

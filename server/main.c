@@ -20,6 +20,7 @@
 
 #include "../common/log.h"
 #include "../core/core.h"
+#include "../executors/exec.h"
 #include "../storage/store.h"
 #include "../tasks/task.h"
 #include "config.h"
@@ -68,10 +69,72 @@ static bool is_loopback(const char *host)
            strcmp(host, "localhost") == 0;
 }
 
+/* Builds the task registry from the configuration: the built-ins (exec as
+ * --allow-exec says), the config file's command tasks, then the plugins in
+ * the order given. Both the server and each process-executor worker run this,
+ * so they offer the same tasks. Returns 0, or -1 with a message in err
+ * (exit status 2: the configuration is wrong); *out is NULL on failure. */
+static int tasks_build(const struct config *cfg, struct task_registry **out, char *err, size_t errlen)
+{
+    struct task_registry *tasks = NULL;
+    struct task_registry_options to = {.allow_exec = cfg->allow_exec};
+    char msg[1024];
+    int rc = task_registry_new(&to, &tasks);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot create the task registry: %s", strerror(-rc));
+        goto out;
+    }
+    if (task_register_commands(tasks, cfg->commands, environ, msg, sizeof msg) < 0) {
+        snprintf(err, errlen, "%.300s: %.700s", cfg->config_file[0] ? cfg->config_file : "config", msg);
+        rc = -1;
+        goto out;
+    }
+    for (int i = 0; i < cfg->n_plugins; i++) {
+        if ((rc = task_load_plugin(tasks, cfg->plugins[i], err, errlen)) < 0) goto out;
+    }
+    rc = 0;
+out:
+    if (rc < 0) {
+        task_registry_free(tasks);
+        tasks = NULL;
+    }
+    *out = tasks;
+    return rc < 0 ? -1 : 0;
+}
+
+#define WORKER_FLAG "--internal-worker"
+#define WORKER_FD 3 /* the socketpair end a process executor hands its worker */
+
+/* A process-executor worker: the same binary, started by the server as
+ * `jobd --internal-worker <the server's own arguments>`, so it loads the
+ * same configuration and tasks (plugins, command tasks) as the server. */
+static int worker_main(int argc, char **argv)
+{
+    static struct config cfg;
+    char err[1024] = "";
+    struct task_registry *tasks = NULL;
+    argv[1] = argv[0]; /* drop the flag: the rest is the server's command line */
+    if (config_load(&cfg, argc - 1, argv + 1, environ, 1, stderr, err, sizeof err) != CONFIG_OK) {
+        fprintf(stderr, "jobd worker: %s\n", err);
+        return 2;
+    }
+    log_init(cfg.log_level, cfg.log_format);
+    if (tasks_build(&cfg, &tasks, err, sizeof err) < 0) {
+        fprintf(stderr, "jobd worker: %s\n", err);
+        config_free(&cfg);
+        return 2;
+    }
+    int status = exec_worker_main(WORKER_FD, tasks);
+    task_registry_free(tasks);
+    config_free(&cfg);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     static struct config cfg; /* large: keep it off the stack */
     char err[1024] = "";
+    if (argc > 1 && strcmp(argv[1], WORKER_FLAG) == 0) return worker_main(argc, argv);
     long ncores = sysconf(_SC_NPROCESSORS_ONLN);
     enum config_result cr = config_load(&cfg, argc, argv, environ, ncores > 0 ? (int)ncores : 1, stdout, err,
                                         sizeof err);
@@ -81,6 +144,13 @@ int main(int argc, char **argv)
         return 2;
     }
     log_init(cfg.log_level, cfg.log_format);
+
+    /* Workers re-execute this very binary (even if the file was replaced since). */
+    const char **worker_argv = calloc((size_t)argc + 2, sizeof *worker_argv);
+    if (!worker_argv) return 1;
+    worker_argv[0] = "/proc/self/exe";
+    worker_argv[1] = WORKER_FLAG;
+    for (int i = 1; i < argc; i++) worker_argv[i + 1] = argv[i];
 
     sigset_t set;
     sigemptyset(&set);
@@ -119,12 +189,16 @@ int main(int argc, char **argv)
         status = 2;
         goto out;
     }
-    if ((rc = task_registry_new(&tasks)) < 0) {
-        LOG_ERROR("cannot create the task registry: %s", strerror(-rc));
+    if (tasks_build(&cfg, &tasks, err, sizeof err) < 0) {
+        fprintf(stderr, "jobd: %s\n", err);
+        status = 2;
         goto out;
     }
-    struct core_options co = {.executors = cfg.executors, .n_executors = cfg.n_executors, .tasks = tasks,
-                              .store = store};
+    struct core_options co = {.executors = cfg.executors,
+                              .n_executors = cfg.n_executors,
+                              .tasks = tasks,
+                              .store = store,
+                              .worker_argv = worker_argv};
     if ((rc = core_open(&co, &core)) < 0) {
         LOG_ERROR("cannot start the dispatcher: %s", strerror(-rc));
         goto out;
@@ -159,6 +233,8 @@ out:
     core_close(core);
     store_close(store);
     task_registry_free(tasks);
+    free(worker_argv);
+    config_free(&cfg);
     if (status == 0) LOG_INFO("stopped cleanly");
     return status;
 }

@@ -322,6 +322,11 @@ static enum srv_step h_cancel(struct srv_req *req)
         srv_reply_errorf(req, API_CONFLICT, NULL, "Job %s has already finished; there is nothing to cancel.", st->id);
         return STEP_DONE;
     }
+    if (rc == -EBUSY) {
+        /* Stored but not handed to the dispatcher yet (start-up recovery). */
+        srv_reply_errorf(req, API_UNAVAILABLE, NULL, "Job %s is being loaded; retry the cancel in a moment.", st->id);
+        return STEP_DONE;
+    }
     if (rc < 0) return reply_errno(req, rc, "The job");
     /* Give a running job a moment to stop so the reply usually shows the end. */
     st->ok_status = 200;

@@ -17,6 +17,12 @@
  * sentence saying what was expected and what was sent. run() treats a parse
  * failure (stored args that no longer validate) as a task_error with that sentence.
  *
+ * Async entry points (start_async, for the async executor's loop): sleep arms a
+ * uv_timer; noop, echo, square and fail finish inside start() (return 1 or -1),
+ * since they never block. crunch and sha256 are CPU-bound and have none: they
+ * would hold the event loop for their whole run, so they are thread and
+ * process tasks only.
+ *
  * No global mutable state: every task may run on many threads at once.
  */
 #include "task_int.h"
@@ -28,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
 #include "../common/clock.h"
 
@@ -235,12 +242,33 @@ static int set_result(struct task_ctx *ctx, cJSON *result)
     return 0;
 }
 
+/* The async twins of fail_bad_args() and set_result(). */
+static int afail_bad_args(struct task_actx *actx, const struct api_err *err)
+{
+    return task_afail(actx, JOB_ERR_TASK, "invalid args: %s", err->message);
+}
+
+/* For a start() that finishes at once: 1 with the result, or -1 when building
+ * it ran out of memory (result is NULL). */
+static int aset_result(struct task_actx *actx, cJSON *result)
+{
+    if (!result) return task_afail(actx, JOB_ERR_TASK, "out of memory while building the result");
+    actx->result = result;
+    return 1;
+}
+
 /* ---- noop, echo ---------------------------------------------------------- */
 
 static int noop_run(struct task_ctx *ctx)
 {
     ctx->result = NULL; /* JSON null */
     return 0;
+}
+
+static int noop_start(struct task_actx *actx)
+{
+    actx->result = NULL;
+    return 1;
 }
 
 static int echo_run(struct task_ctx *ctx)
@@ -250,6 +278,15 @@ static int echo_run(struct task_ctx *ctx)
         return 0;
     }
     return set_result(ctx, cJSON_Duplicate(ctx->args, true));
+}
+
+static int echo_start(struct task_actx *actx)
+{
+    if (!actx->args) {
+        actx->result = NULL;
+        return 1;
+    }
+    return aset_result(actx, cJSON_Duplicate(actx->args, true));
 }
 
 /* ---- sleep --------------------------------------------------------------- */
@@ -270,6 +307,17 @@ static int sleep_validate(const cJSON *args, struct api_err *err)
     return sleep_parse(args, &seconds, err);
 }
 
+/* {"slept": seconds}, or NULL when out of memory. */
+static cJSON *sleep_result(double seconds)
+{
+    cJSON *result = cJSON_CreateObject();
+    if (result && !cJSON_AddNumberToObject(result, "slept", seconds)) {
+        cJSON_Delete(result);
+        result = NULL;
+    }
+    return result;
+}
+
 static int sleep_run(struct task_ctx *ctx)
 {
     struct api_err err;
@@ -284,13 +332,67 @@ static int sleep_run(struct task_ctx *ctx)
         return task_fail(ctx, JOB_ERR_CANCELLED, "stopped after %.3f s of %.3f s", slept, seconds);
     }
     if (rc < 0) return task_fail(ctx, JOB_ERR_TASK, "sleep failed: %s", strerror(-rc));
+    return set_result(ctx, sleep_result(seconds));
+}
 
-    cJSON *result = cJSON_CreateObject();
-    if (result && !cJSON_AddNumberToObject(result, "slept", seconds)) {
-        cJSON_Delete(result);
-        result = NULL;
+/* On the async loop a sleep is one uv_timer. Its end, natural or by stop(),
+ * goes through sleep_closed(), which alone sets the outputs and calls done():
+ * done() comes only once the timer is closed. */
+struct sleep_state {
+    uv_timer_t timer; /* timer.data == this */
+    struct task_actx *actx;
+    double seconds;
+    int64_t start_ns; /* clock_mono_ns() at start */
+    bool stopped;     /* stop() came before the timer fired */
+};
+
+static void sleep_closed(uv_handle_t *h)
+{
+    struct sleep_state *st = h->data;
+    struct task_actx *actx = st->actx;
+    if (st->stopped) {
+        double slept = (double)(clock_mono_ns() - st->start_ns) / 1e9;
+        task_afail(actx, JOB_ERR_CANCELLED, "stopped after %.3f s of %.3f s", slept, st->seconds);
+    } else {
+        aset_result(actx, sleep_result(st->seconds));
     }
-    return set_result(ctx, result);
+    actx->task_state = NULL;
+    free(st);
+    actx->done(actx);
+}
+
+static void sleep_fired(uv_timer_t *t)
+{
+    uv_close((uv_handle_t *)t, sleep_closed);
+}
+
+static void sleep_stop(struct task_actx *actx)
+{
+    struct sleep_state *st = actx->task_state;
+    if (uv_is_closing((uv_handle_t *)&st->timer)) return; /* it fired: the sleep ends as a success */
+    st->stopped = true;
+    uv_close((uv_handle_t *)&st->timer, sleep_closed); /* stops the timer */
+}
+
+static int sleep_start(struct task_actx *actx)
+{
+    struct api_err err;
+    double seconds = 0;
+    if (sleep_parse(actx->args, &seconds, &err) < 0) return afail_bad_args(actx, &err);
+    uint64_t ms = (uint64_t)llround(seconds * 1000.0);
+    if (ms == 0) return aset_result(actx, sleep_result(seconds));
+
+    struct sleep_state *st = calloc(1, sizeof *st);
+    if (!st) return task_afail(actx, JOB_ERR_TASK, "out of memory while starting the timer");
+    st->actx = actx;
+    st->seconds = seconds;
+    st->start_ns = clock_mono_ns();
+    uv_timer_init(actx->loop, &st->timer); /* cannot fail */
+    st->timer.data = st;
+    uv_timer_start(&st->timer, sleep_fired, ms, 0); /* fails only without a callback */
+    actx->task_state = st;
+    actx->stop = sleep_stop;
+    return 0;
 }
 
 /* ---- square -------------------------------------------------------------- */
@@ -317,6 +419,14 @@ static int square_run(struct task_ctx *ctx)
     double n = 0;
     if (square_parse(ctx->args, &n, &err) < 0) return fail_bad_args(ctx, &err);
     return set_result(ctx, cJSON_CreateNumber(n * n));
+}
+
+static int square_start(struct task_actx *actx)
+{
+    struct api_err err;
+    double n = 0;
+    if (square_parse(actx->args, &n, &err) < 0) return afail_bad_args(actx, &err);
+    return aset_result(actx, cJSON_CreateNumber(n * n));
 }
 
 /* ---- crunch -------------------------------------------------------------- */
@@ -511,21 +621,43 @@ static int fail_run(struct task_ctx *ctx)
     return task_fail(ctx, JOB_ERR_TASK, "%s", message);
 }
 
+static int fail_start(struct task_actx *actx)
+{
+    struct api_err err;
+    const char *message = NULL;
+    if (fail_parse(actx->args, &message, &err) < 0) return afail_bad_args(actx, &err);
+    return task_afail(actx, JOB_ERR_TASK, "%s", message);
+}
+
 /* ---- the table ----------------------------------------------------------- */
 
+/* Why crunch and sha256 are not async tasks; the core's refusal reads
+ * "Task 'crunch' cannot run on executor 'async' (kind async): it runs on
+ * thread, process executors, because <this>." */
+#define CPU_BOUND_REASON "it is CPU-bound and would block the event loop"
+#define CPU_KINDS (TASK_KIND_THREAD | TASK_KIND_PROCESS)
+
 static const struct task_def builtins[] = {
-    {"noop", "Does nothing and returns null; measures the server's own overhead.", TASK_KIND_ALL, TASK_KIND_THREAD,
-     NULL, NULL, noop_run},
-    {"echo", "Returns its args unchanged.", TASK_KIND_ALL, TASK_KIND_THREAD, NULL, NULL, echo_run},
-    {"sleep", "Waits args.seconds (0 to 86400) and returns {\"slept\": seconds}.", TASK_KIND_ALL, TASK_KIND_ASYNC,
-     NULL, sleep_validate, sleep_run},
-    {"square", "Returns args.n squared.", TASK_KIND_ALL, TASK_KIND_THREAD, NULL, square_validate, square_run},
-    {"crunch", "Burns CPU for args.iterations steps of a deterministic loop, reporting progress.", TASK_KIND_ALL,
-     TASK_KIND_PROCESS, NULL, crunch_validate, crunch_run},
-    {"sha256", "Hashes args.data with SHA-256, args.rounds times over, and returns the hex digest.", TASK_KIND_ALL,
-     TASK_KIND_PROCESS, NULL, sha256_validate, sha256_run},
-    {"fail", "Always fails with args.message, to try out error handling.", TASK_KIND_ALL, TASK_KIND_THREAD, NULL,
-     fail_validate, fail_run},
+    {.name = "noop", .description = "Does nothing and returns null; measures the server's own overhead.",
+     .kinds = TASK_KIND_ALL, .default_kind = TASK_KIND_THREAD, .run = noop_run, .start_async = noop_start},
+    {.name = "echo", .description = "Returns its args unchanged.", .kinds = TASK_KIND_ALL,
+     .default_kind = TASK_KIND_THREAD, .run = echo_run, .start_async = echo_start},
+    {.name = "sleep", .description = "Waits args.seconds (0 to 86400) and returns {\"slept\": seconds}.",
+     .kinds = TASK_KIND_ALL, .default_kind = TASK_KIND_ASYNC, .validate = sleep_validate, .run = sleep_run,
+     .start_async = sleep_start},
+    {.name = "square", .description = "Returns args.n squared.", .kinds = TASK_KIND_ALL,
+     .default_kind = TASK_KIND_THREAD, .validate = square_validate, .run = square_run,
+     .start_async = square_start},
+    {.name = "crunch", .description = "Burns CPU for args.iterations steps of a deterministic loop, reporting progress.",
+     .kinds = CPU_KINDS, .default_kind = TASK_KIND_PROCESS, .kinds_reason = CPU_BOUND_REASON,
+     .validate = crunch_validate, .run = crunch_run},
+    {.name = "sha256",
+     .description = "Hashes args.data with SHA-256, args.rounds times over, and returns the hex digest.",
+     .kinds = CPU_KINDS, .default_kind = TASK_KIND_PROCESS, .kinds_reason = CPU_BOUND_REASON,
+     .validate = sha256_validate, .run = sha256_run},
+    {.name = "fail", .description = "Always fails with args.message, to try out error handling.",
+     .kinds = TASK_KIND_ALL, .default_kind = TASK_KIND_THREAD, .validate = fail_validate, .run = fail_run,
+     .start_async = fail_start},
 };
 
 const struct task_def *task_builtin_defs(size_t *count)

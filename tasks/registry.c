@@ -18,6 +18,13 @@
  *
  * task_find() runs on every submit and every job start: it hashes the name once,
  * compares strings only on a hash match, and never allocates.
+ *
+ *   owned[]  what the registry frees after the definitions (task_registry_own):
+ *            command tasks' state, plugins' library handles, curl's global
+ *            state. Freed in reverse order, so a plugin is unloaded last.
+ *
+ * Besides the registry, this file holds the argument helpers and the text
+ * conversion that the tasks beyond builtin.c share (task_extra_int.h).
  */
 #include "task.h"
 
@@ -29,6 +36,10 @@
 #include <string.h>
 
 #include "task_int.h"
+#include "task_extra_int.h"
+
+#include <limits.h>
+#include <math.h>
 
 #define TASK_NAME_MAX 64      /* bytes; names match [a-z0-9_.-]{1,64} */
 #define TASK_SLOTS_MIN 16     /* initial hash table capacity, a power of two */
@@ -38,12 +49,19 @@ struct task_slot {
     uint32_t index; /* 1-based index into defs[]; 0 = empty slot */
 };
 
+struct task_owned {
+    void (*free_fn)(void *);
+    void *p;
+};
+
 struct task_registry {
     struct task_def **defs; /* registration order; each entry owned by the registry */
     size_t count;
     size_t cap;              /* allocated entries of defs[] */
     struct task_slot *slots; /* hash table; nslots is a power of two, >= 2 * count */
     size_t nslots;
+    struct task_owned *owned; /* freed by task_registry_free, last first */
+    size_t n_owned, cap_owned;
 };
 
 /* FNV-1a, 64 bits: short names, no allocation, good enough spread for linear probing. */
@@ -127,9 +145,10 @@ out:
     return rc;
 }
 
-int task_registry_new(struct task_registry **out)
+int task_registry_new(const struct task_registry_options *opt, struct task_registry **out)
 {
     int rc = 0;
+    bool allow_exec = opt && opt->allow_exec;
     struct task_registry *reg = calloc(1, sizeof *reg);
     if (!reg) {
         rc = -ENOMEM;
@@ -140,6 +159,17 @@ int task_registry_new(struct task_registry **out)
     for (size_t i = 0; i < n; i++) {
         rc = task_register(reg, &builtins[i]);
         /* A built-in that does not register is our bug, not the caller's. */
+        assert(rc != -EINVAL && rc != -EEXIST);
+        if (rc < 0) goto out;
+    }
+    if ((rc = task_http_global_init()) < 0) goto out;
+    if ((rc = task_registry_own(reg, task_http_global_fini, NULL)) < 0) {
+        task_http_global_fini(NULL);
+        goto out;
+    }
+    const struct task_def *extra[] = {task_http_get_def(), task_exec_def(allow_exec), task_crash_def()};
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
+        rc = task_register(reg, extra[i]);
         assert(rc != -EINVAL && rc != -EEXIST);
         if (rc < 0) goto out;
     }
@@ -158,7 +188,22 @@ void task_registry_free(struct task_registry *reg)
     for (size_t i = 0; i < reg->count; i++) free(reg->defs[i]);
     free(reg->defs);
     free(reg->slots);
+    for (size_t i = reg->n_owned; i > 0; i--) reg->owned[i - 1].free_fn(reg->owned[i - 1].p);
+    free(reg->owned);
     free(reg);
+}
+
+int task_registry_own(struct task_registry *reg, void (*free_fn)(void *), void *p)
+{
+    if (reg->n_owned == reg->cap_owned) {
+        size_t cap = reg->cap_owned ? reg->cap_owned * 2 : 8;
+        struct task_owned *owned = realloc(reg->owned, cap * sizeof *owned);
+        if (!owned) return -ENOMEM;
+        reg->owned = owned;
+        reg->cap_owned = cap;
+    }
+    reg->owned[reg->n_owned++] = (struct task_owned){free_fn, p};
+    return 0;
 }
 
 int task_register(struct task_registry *reg, const struct task_def *def)
@@ -166,7 +211,14 @@ int task_register(struct task_registry *reg, const struct task_def *def)
     int rc = 0;
     struct task_def *copy = NULL;
 
-    if (!reg || !def || !name_valid(def->name) || def->run == NULL) {
+    if (!reg || !def || !name_valid(def->name)) {
+        rc = -EINVAL;
+        goto out;
+    }
+    /* Each kind needs its entry point: run() for threads and processes,
+     * start_async() for the async loop. */
+    if (((def->kinds & (TASK_KIND_THREAD | TASK_KIND_PROCESS)) && !def->run) ||
+        ((def->kinds & TASK_KIND_ASYNC) && !def->start_async)) {
         rc = -EINVAL;
         goto out;
     }
@@ -252,24 +304,222 @@ static size_t utf8_seq_len(unsigned char lead)
     return 1;
 }
 
-int task_fail(struct task_ctx *ctx, enum job_error_type type, const char *fmt, ...)
+/* Formats an error message into buf (size bytes): a message that does not fit
+ * is cut without splitting a UTF-8 sequence, so it stays valid in JSON. */
+static void format_error(char *buf, size_t size, const char *fmt, va_list ap)
 {
-    char *buf = ctx->error_message;
-    size_t size = sizeof ctx->error_message;
-    va_list ap;
-    va_start(ap, fmt);
     int n = vsnprintf(buf, size, fmt, ap);
-    va_end(ap);
     if (n < 0) {
         snprintf(buf, size, "%s", "the task failed (its error message could not be formatted)");
     } else if ((size_t)n >= size) {
-        /* Truncated: drop a UTF-8 sequence cut in half, so the message stays valid
-         * UTF-8 when it is put into JSON. */
         size_t len = size - 1, j = len;
         while (j > 0 && ((unsigned char)buf[j - 1] & 0xC0) == 0x80) j--;
         if (j > 0 && (unsigned char)buf[j - 1] >= 0xC0 && j - 1 + utf8_seq_len((unsigned char)buf[j - 1]) > len)
             buf[j - 1] = '\0';
     }
+}
+
+int task_fail(struct task_ctx *ctx, enum job_error_type type, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    format_error(ctx->error_message, sizeof ctx->error_message, fmt, ap);
+    va_end(ap);
     ctx->error_type = type;
     return -1;
+}
+
+int task_afail(struct task_actx *actx, enum job_error_type type, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    format_error(actx->error_message, sizeof actx->error_message, fmt, ap);
+    va_end(ap);
+    actx->error_type = type;
+    return -1;
+}
+
+/* ---- argument helpers of the tasks beyond builtin.c ---------------------- */
+
+#define SHOW_MAX 40 /* bytes of a string value quoted in a message */
+
+/* The longest prefix of s, at most max bytes, that does not cut a UTF-8 sequence. */
+static size_t utf8_prefix(const char *s, size_t max)
+{
+    size_t len = strlen(s);
+    if (len <= max) return len;
+    size_t k = max;
+    while (k > 0 && ((unsigned char)s[k] & 0xC0) == 0x80) k--;
+    return k;
+}
+
+int task_utf8_clip(const char *s, size_t max)
+{
+    size_t n = utf8_prefix(s ? s : "", max);
+    return n > INT_MAX ? INT_MAX : (int)n;
+}
+
+void task_describe_value(const cJSON *v, char *out, size_t size)
+{
+    if (cJSON_IsString(v) && v->valuestring && size >= 32) {
+        const char *s = v->valuestring;
+        size_t n = utf8_prefix(s, SHOW_MAX), o = 0, i = 0;
+        out[o++] = '"';
+        for (; i < n; i++) {
+            unsigned char c = (unsigned char)s[i];
+            /* At a sequence start, keep room for an escape and '..."' + NUL. */
+            if ((c & 0xC0) != 0x80 && o + 16 > size) break;
+            if (c == '"' || c == '\\') {
+                out[o++] = '\\';
+                out[o++] = (char)c;
+            } else if (c < 0x20) {
+                o += (size_t)snprintf(out + o, size - o, "\\u%04x", c);
+            } else {
+                out[o++] = (char)c;
+            }
+        }
+        snprintf(out + o, size - o, "%s", s[i] ? "...\"" : "\"");
+    } else if (cJSON_IsString(v)) {
+        snprintf(out, size, "%s", "a string");
+    } else if (cJSON_IsNumber(v)) {
+        snprintf(out, size, "%.17g", v->valuedouble);
+        for (int prec = 1; prec <= 17; prec++) { /* the shortest form that reads back the same */
+            char buf[40];
+            snprintf(buf, sizeof buf, "%.*g", prec, v->valuedouble);
+            if (strtod(buf, NULL) == v->valuedouble) {
+                snprintf(out, size, "%s", buf);
+                break;
+            }
+        }
+    } else if (cJSON_IsBool(v)) {
+        snprintf(out, size, "%s", cJSON_IsTrue(v) ? "true" : "false");
+    } else if (cJSON_IsNull(v)) {
+        snprintf(out, size, "%s", "null");
+    } else {
+        snprintf(out, size, "%s", cJSON_IsArray(v) ? "an array" : cJSON_IsObject(v) ? "an object" : "a value");
+    }
+}
+
+int task_args_object(const cJSON *args, const char *task, const char *example, const char *const *fields,
+                     struct api_err *err)
+{
+    char got[64];
+    if (!cJSON_IsObject(args)) {
+        task_describe_value(args, got, sizeof got);
+        return api_err_set(err, API_INVALID_ARGUMENT, "args", "args of %s must be a JSON object such as %s, got %s.",
+                           task, example, got);
+    }
+    for (const cJSON *c = args->child; c; c = c->next) {
+        const char *key = c->string ? c->string : "";
+        char field[sizeof err->field];
+        snprintf(field, sizeof field, "args.%.*s", (int)utf8_prefix(key, sizeof field - 6), key);
+        size_t i = 0;
+        while (fields[i] && strcmp(fields[i], key) != 0) i++;
+        if (!fields[i]) {
+            char allowed[160] = "";
+            size_t o = 0;
+            for (size_t j = 0; fields[j] && o < sizeof allowed; j++)
+                o += (size_t)snprintf(allowed + o, sizeof allowed - o, "%s\"%s\"",
+                                      j == 0 ? "" : fields[j + 1] ? ", " : " and ", fields[j]);
+            return api_err_set(err, API_INVALID_ARGUMENT, field,
+                               "args has no field \"%.*s\"; task %s accepts only %s, e.g. %s.",
+                               (int)utf8_prefix(key, 64), key, task, allowed, example);
+        }
+        for (const cJSON *d = args->child; d != c; d = d->next)
+            if (d->string && strcmp(d->string, key) == 0)
+                return api_err_set(err, API_INVALID_ARGUMENT, field, "%s appears more than once in args; give it once.",
+                                   field);
+    }
+    return 0;
+}
+
+int task_args_string(const cJSON *args, const char *key, bool required, size_t max_len, const char *example,
+                     const char **out, struct api_err *err)
+{
+    char field[64], got[64];
+    snprintf(field, sizeof field, "args.%s", key);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(args, key);
+    *out = NULL;
+    if (!v || (cJSON_IsNull(v) && !required)) {
+        if (required)
+            return api_err_set(err, API_INVALID_ARGUMENT, field, "%s is required: a string, e.g. %s.", field,
+                               example);
+        return 0;
+    }
+    if (!cJSON_IsString(v) || !v->valuestring) {
+        task_describe_value(v, got, sizeof got);
+        return api_err_set(err, API_INVALID_ARGUMENT, field, "%s must be a string, got %s.", field, got);
+    }
+    size_t len = strlen(v->valuestring);
+    if (len > max_len)
+        return api_err_set(err, API_INVALID_ARGUMENT, field, "%s must be at most %zu bytes long, got %zu bytes.",
+                           field, max_len, len);
+    *out = v->valuestring;
+    return 0;
+}
+
+int task_args_number(const cJSON *args, const char *key, double min, double max, bool integer, double dflt,
+                     const char *range, double *out, struct api_err *err)
+{
+    char field[64], got[64];
+    snprintf(field, sizeof field, "args.%s", key);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(args, key);
+    if (!v || cJSON_IsNull(v)) {
+        *out = dflt;
+        return 0;
+    }
+    bool ok = cJSON_IsNumber(v) && isfinite(v->valuedouble) && v->valuedouble >= min && v->valuedouble <= max &&
+              (!integer || v->valuedouble == floor(v->valuedouble));
+    if (!ok) {
+        task_describe_value(v, got, sizeof got);
+        return api_err_set(err, API_INVALID_ARGUMENT, field, "%s must be %s, got %s.", field, range, got);
+    }
+    *out = v->valuedouble + 0.0; /* + 0.0 turns -0 into 0 */
+    return 0;
+}
+
+/* Length of the well-formed UTF-8 sequence at s[0..avail) (RFC 3629's table:
+ * no overlongs, no surrogates, nothing past U+10FFFF), 0 when it is not one,
+ * or -1 when it is the valid start of a sequence that avail cuts short. */
+static int utf8_seq_at(const unsigned char *s, size_t avail)
+{
+    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+    int n;
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) n = 2;
+    else if (c >= 0xE0 && c <= 0xEF) n = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    else if (c >= 0xF0 && c <= 0xF4) n = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    else return 0;
+    for (int i = 1; i < n; i++) {
+        if ((size_t)i >= avail) return -1;
+        if (s[i] < (i == 1 ? lo : 0x80) || s[i] > (i == 1 ? hi : 0xBF)) return 0;
+    }
+    return n;
+}
+
+cJSON *task_text_json(const char *buf, size_t len, bool cut)
+{
+    static const char replacement[] = "\xEF\xBF\xBD"; /* U+FFFD */
+    const unsigned char *s = (const unsigned char *)buf;
+    cJSON *j = NULL;
+    char *out = malloc(len * 3 + 1); /* each bad byte becomes 3 */
+    size_t o = 0;
+    if (!out) return NULL;
+    for (size_t i = 0; i < len;) {
+        int n = s[i] ? utf8_seq_at(s + i, len - i) : 0;
+        if (n < 0 && cut) break; /* the cap cut this character in half */
+        if (n <= 0) {
+            memcpy(out + o, replacement, 3);
+            o += 3;
+            i++;
+            continue;
+        }
+        memcpy(out + o, s + i, (size_t)n);
+        o += (size_t)n;
+        i += (size_t)n;
+    }
+    out[o] = '\0';
+    j = cJSON_CreateString(out);
+    free(out);
+    return j;
 }

@@ -54,7 +54,7 @@ def test_bad_listen(tmp_path, listen):
     assert_start_fails(tmp_path, ["--listen", listen, "--db", str(tmp_path / "jobd.db")], ["--listen"])
 
 
-@pytest.mark.parametrize("executors", ["x=process:2", "x=async:4", "x=thread:0", "x=thread", "garbage",
+@pytest.mark.parametrize("executors", ["x=process:0", "x=async:5000", "x=thread:0", "x=thread", "garbage",
                                        "a=thread:2,a=thread:1", "=thread:1", "x=fiber:2", "x=thread:two"])
 def test_bad_executors(tmp_path, executors):
     assert_start_fails(tmp_path, base_args(tmp_path) + ["--executors", executors], ["--executors"])
@@ -80,7 +80,7 @@ def test_unknown_flag(tmp_path):
 
 
 @pytest.mark.parametrize("name,value", [
-    ("JOBD_EXECUTORS", "x=process:2"),
+    ("JOBD_EXECUTORS", "x=fiber:2"),
     ("JOBD_LOG_LEVEL", "loud"),
     ("JOBD_LISTEN", "nope"),
     ("JOBD_MAX_QUEUED", "zero"),
@@ -99,7 +99,7 @@ def test_bad_config_file(tmp_path):
     missing = tmp_path / "missing.json"
     assert_start_fails(tmp_path, base_args(tmp_path) + ["--config", str(missing)], ["--config", str(missing)])
     wrong = tmp_path / "wrong.json"
-    wrong.write_text(json.dumps({"executors": [{"name": "x", "kind": "process", "size": 2}]}))
+    wrong.write_text(json.dumps({"executors": [{"name": "x", "kind": "thread", "size": 2, "memory_mb": 64}]}))
     assert_start_fails(tmp_path, base_args(tmp_path) + ["--config", str(wrong)], ["executors"])
 
 

@@ -955,17 +955,24 @@ def test_tasks(client):
     body = body_json(r)
     assert set(body) >= {"tasks"}
     tasks = {t["name"]: t for t in body["tasks"]}
-    assert {"noop", "echo", "sleep", "square", "crunch", "sha256", "fail"} <= set(tasks), sorted(tasks)
+    assert {"noop", "echo", "sleep", "square", "crunch", "sha256", "fail", "http_get", "exec", "crash"} <= set(tasks), \
+        sorted(tasks)
+    assert tasks["crunch"]["kinds"] == ["thread", "process"] and tasks["crash"]["kinds"] == ["process"]
+    assert tasks["sleep"]["default_executor"] == "async" and set(tasks["exec"]["kinds"]) == {"process", "async"}
     for t in tasks.values():
         assert isinstance(t["description"], str) and t["description"], t
-        assert isinstance(t["kinds"], list) and "thread" in t["kinds"], t
+        assert isinstance(t["kinds"], list) and t["kinds"], t
+        assert t["default_executor"] in t["kinds"], t
         assert set(t["kinds"]) <= {"thread", "process", "async"}, t
         assert "default_executor" in t and (t["default_executor"] is None or isinstance(t["default_executor"], str))
 
 
 def test_executors_default(client):
     before = {e["name"]: e for e in body_json(client.get("/v1/executors"))["executors"]}
-    assert set(before) == {"thread"}, before
+    # SPEC §5: thread=thread:2N,process=process:N,async=async:256
+    assert set(before) == {"thread", "process", "async"}, before
+    assert before["process"]["kind"] == "process" and before["process"]["size"] == NCORES
+    assert before["async"]["kind"] == "async" and before["async"]["size"] == 256
     e = before["thread"]
     assert e["kind"] == "thread"
     assert e["size"] == 2 * NCORES

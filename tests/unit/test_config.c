@@ -71,11 +71,19 @@ static void test_defaults(void)
     CHECK_EQ_STR(cfg.db_path, "./data/jobd.db");
     CHECK_EQ_STR(cfg.config_file, "");
     CHECK_EQ_STR(cfg.token, "");
-    CHECK_EQ_INT(cfg.n_executors, 1);
+    /* SPEC §5: thread=thread:2N,process=process:N,async=async:256 */
+    CHECK_EQ_INT(cfg.n_executors, 3);
     CHECK_EQ_STR(cfg.executors[0].name, "thread");
     CHECK_EQ_INT(cfg.executors[0].kind, TASK_KIND_THREAD);
     CHECK_EQ_INT(cfg.executors[0].size, 2 * NCORES);
     CHECK_EQ_INT(cfg.executors[0].max_queued, 100000);
+    CHECK_EQ_STR(cfg.executors[1].name, "process");
+    CHECK_EQ_INT(cfg.executors[1].kind, TASK_KIND_PROCESS);
+    CHECK_EQ_INT(cfg.executors[1].size, NCORES);
+    CHECK_EQ_STR(cfg.executors[2].name, "async");
+    CHECK_EQ_INT(cfg.executors[2].kind, TASK_KIND_ASYNC);
+    CHECK_EQ_INT(cfg.executors[2].size, 256);
+    CHECK_EQ_INT(cfg.executors[2].memory_mb, 0);
     CHECK(!cfg.allow_exec);
     CHECK_EQ_INT(cfg.log_level, LOG_LEVEL_INFO);
     CHECK_EQ_INT(cfg.log_format, LOG_FORMAT_TEXT);
@@ -254,10 +262,10 @@ static void test_file_errors(void)
     CHECK_ERR_HAS("not a whole number");
     CHECK_EQ_INT(load_file("{\"allow_exec\": 1}", NULL, NULL, path), CONFIG_ERROR);
     CHECK_ERR_HAS("allow_exec: expected true or false");
-    CHECK_EQ_INT(load_file("{\"commands\": []}", NULL, NULL, path), CONFIG_ERROR);
-    CHECK_ERR_HAS("not supported by this version");
-    CHECK_EQ_INT(load_file("{\"plugins\": [\"a.so\"]}", NULL, NULL, path), CONFIG_ERROR);
-    CHECK_ERR_HAS("not supported by this version");
+    CHECK_EQ_INT(load_file("{\"commands\": 5}", NULL, NULL, path), CONFIG_ERROR);
+    CHECK_ERR_HAS("commands");
+    CHECK_EQ_INT(load_file("{\"plugins\": 5}", NULL, NULL, path), CONFIG_ERROR);
+    CHECK_ERR_HAS("plugins");
     CHECK_EQ_INT(load_file("{\"listen\": 5,}", NULL, NULL, path), CONFIG_ERROR);
     CHECK_ERR_HAS("not valid JSON");
     CHECK_EQ_INT(load_file("[1]", NULL, NULL, path), CONFIG_ERROR);
@@ -293,8 +301,6 @@ static void test_executor_lists(void)
     static const struct { const char *list, *want; } bad[] = {
         {"a=thread:1,a=thread:2", "\"a\" is used twice"},
         {"a=fiber:1", "\"fiber\" is not an executor kind"},
-        {"a=process:2", "executor kind 'process' is not available in this build yet (only 'thread')"},
-        {"a=async:2", "executor kind 'async' is not available in this build yet"},
         {"a=thread:0", "\"0\" is out of range 1..4096"},
         {"a=thread:4097", "\"4097\" is out of range 1..4096"},
         {"a=thread:x", "\"x\" is not a whole number"},
@@ -309,10 +315,15 @@ static void test_executor_lists(void)
         CHECK_ERR_HAS("--executors: ");
         CHECK_ERR_HAS(bad[i].want);
     }
-    char *env[] = {"JOBD_EXECUTORS=p=process:1", NULL};
+    char *env[] = {"JOBD_EXECUTORS=p=fiber:1", NULL};
     char *argv0[] = {"jobd", NULL};
     CHECK_EQ_INT(load(argv0, env), CONFIG_ERROR);
-    CHECK_ERR_HAS("JOBD_EXECUTORS: executor kind 'process' is not available");
+    CHECK_ERR_HAS("JOBD_EXECUTORS: \"fiber\" is not an executor kind");
+    char *okenv[] = {"JOBD_EXECUTORS=p=process:1,a=async:8", NULL};
+    CHECK_EQ_INT(load(argv0, okenv), CONFIG_OK);
+    CHECK_EQ_INT(cfg.n_executors, 2);
+    CHECK_EQ_INT(cfg.executors[0].kind, TASK_KIND_PROCESS);
+    CHECK_EQ_INT(cfg.executors[1].kind, TASK_KIND_ASYNC);
 
     char list[40 * 16] = "";
     for (int i = 0; i <= CONFIG_MAX_EXECUTORS; i++)

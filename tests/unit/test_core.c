@@ -813,7 +813,7 @@ int main(void)
     pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
     pthread_cond_init(&g_cv, &a);
     pthread_condattr_destroy(&a);
-    if (task_registry_new(&g_reg) != 0) {
+    if (task_registry_new(NULL, &g_reg) != 0) {
         fprintf(stderr, "task_registry_new failed\n");
         return 1;
     }

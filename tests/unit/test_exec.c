@@ -493,16 +493,17 @@ static void test_drain_returns_only_after_done_of_running_job(void)
     log_fini(&lg);
 }
 
-static void test_exec_new_refuses_kinds_not_built_and_bad_config(void)
+static void test_exec_new_refuses_bad_config(void)
 {
     struct log lg;
     log_init_(&lg);
     struct exec_hooks hooks = {.started = hook_started, .done = hook_done, .ctx = &lg};
     struct executor *ex = (struct executor *)1;
+    /* A process executor needs to know how to start its workers. */
     struct exec_config process = {.name = "p", .kind = TASK_KIND_PROCESS, .size = 1};
     CHECK_EQ_INT(exec_new(&process, g_reg, &hooks, &ex), -EINVAL);
-    struct exec_config async = {.name = "a", .kind = TASK_KIND_ASYNC, .size = 1};
-    CHECK_EQ_INT(exec_new(&async, g_reg, &hooks, &ex), -EINVAL);
+    struct exec_config nokind = {.name = "x", .kind = 0, .size = 1};
+    CHECK_EQ_INT(exec_new(&nokind, g_reg, &hooks, &ex), -EINVAL);
     struct exec_config zero = {.name = "t", .kind = TASK_KIND_THREAD, .size = 0};
     CHECK_EQ_INT(exec_new(&zero, g_reg, &hooks, &ex), -EINVAL);
     struct exec_config noname = {.name = NULL, .kind = TASK_KIND_THREAD, .size = 1};
@@ -547,7 +548,7 @@ static void test_ten_thousand_noops_each_done_exactly_once(void)
 int main(void)
 {
     log_init(LOG_LEVEL_OFF, LOG_FORMAT_TEXT);
-    if (task_registry_new(&g_reg) != 0) {
+    if (task_registry_new(NULL, &g_reg) != 0) {
         fprintf(stderr, "task_registry_new failed\n");
         return 1;
     }
@@ -561,7 +562,7 @@ int main(void)
     RUN(test_drain_returns_queued_stops_running_refuses_submits);
     RUN(test_drain_lets_a_short_job_finish_within_grace);
     RUN(test_drain_returns_only_after_done_of_running_job);
-    RUN(test_exec_new_refuses_kinds_not_built_and_bad_config);
+    RUN(test_exec_new_refuses_bad_config);
     RUN(test_ten_thousand_noops_each_done_exactly_once);
     task_registry_free(g_reg);
     return harness_finish();

@@ -2,7 +2,8 @@
  *
  * Tasks run against a fake runner: a struct task_ctx whose progress hook counts
  * calls, whose should_stop reads a flag, and whose sleep_ms returns 0 or
- * -ECANCELED as told, without sleeping.
+ * -ECANCELED as told, without sleeping. Async starts run on a real libuv loop
+ * that the test drives itself, with a done() hook that counts calls.
  */
 #include "../../tasks/task.h"
 
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
 #include "../../common/clock.h"
 #include "harness.h"
@@ -75,6 +77,11 @@ static struct task_registry *g_reg; /* built-ins; set up by main() before any te
 static int dummy_run(struct task_ctx *ctx)
 {
     return 0;
+}
+
+static int dummy_start(struct task_actx *actx)
+{
+    return 1;
 }
 
 /* Validates json (text) with the named task. Returns the validator's return. */
@@ -140,19 +147,29 @@ static char *result_text(const struct task_ctx *ctx)
 
 static void test_registry_has_builtins_in_order(void)
 {
+    /* The seven original built-ins come first; http_get, exec and crash follow
+     * (tests/unit/test_tasks_extra.c covers those). */
     static const char *const want[] = {"noop", "echo", "sleep", "square", "crunch", "sha256", "fail"};
-    CHECK_EQ_INT(task_count(g_reg), 7);
+    CHECK_EQ_INT(task_count(g_reg), 10);
     for (size_t i = 0; i < 7; i++) {
         const struct task_def *def = task_at(g_reg, i);
         CHECK(def != NULL);
         if (!def) continue;
         CHECK_EQ_STR(def->name, want[i]);
         CHECK(def->description && def->description[0] && strlen(def->description) < 120);
-        CHECK_EQ_INT(def->kinds, TASK_KIND_ALL);
+        /* CPU-bound tasks would block the async loop: thread and process only, and
+         * the refusal says why; every other built-in runs everywhere. */
+        bool cpu = strcmp(want[i], "crunch") == 0 || strcmp(want[i], "sha256") == 0;
+        CHECK_EQ_INT(def->kinds, cpu ? TASK_KIND_THREAD | TASK_KIND_PROCESS : TASK_KIND_ALL);
         CHECK(def->run != NULL);
+        CHECK(cpu ? def->start_async == NULL : def->start_async != NULL);
+        CHECK(cpu ? def->kinds_reason && strstr(def->kinds_reason, "CPU-bound") : def->kinds_reason == NULL);
         CHECK(task_find(g_reg, want[i]) == def);
     }
-    CHECK(task_at(g_reg, 7) == NULL);
+    CHECK_EQ_STR(task_at(g_reg, 7) ? task_at(g_reg, 7)->name : NULL, "http_get");
+    CHECK_EQ_STR(task_at(g_reg, 8) ? task_at(g_reg, 8)->name : NULL, "exec");
+    CHECK_EQ_STR(task_at(g_reg, 9) ? task_at(g_reg, 9)->name : NULL, "crash");
+    CHECK(task_at(g_reg, 10) == NULL);
     CHECK_EQ_INT(task_find(g_reg, "noop")->default_kind, TASK_KIND_THREAD);
     CHECK_EQ_INT(task_find(g_reg, "echo")->default_kind, TASK_KIND_THREAD);
     CHECK_EQ_INT(task_find(g_reg, "sleep")->default_kind, TASK_KIND_ASYNC);
@@ -180,24 +197,24 @@ static void test_registry_find_hit_and_miss(void)
 static void test_registry_register_duplicate_is_eexist(void)
 {
     struct task_registry *reg = NULL;
-    CHECK_EQ_INT(task_registry_new(&reg), 0);
-    struct task_def def = {"echo", "again", TASK_KIND_ALL, TASK_KIND_THREAD, NULL, NULL, dummy_run};
+    CHECK_EQ_INT(task_registry_new(NULL, &reg), 0);
+    struct task_def def = {"echo", "again", TASK_KIND_ALL, TASK_KIND_THREAD, NULL, NULL, dummy_run, dummy_start};
     CHECK_EQ_INT(task_register(reg, &def), -EEXIST);
-    CHECK_EQ_INT(task_count(reg), 7);
+    CHECK_EQ_INT(task_count(reg), 10);
     CHECK(task_find(reg, "echo")->run != dummy_run);
     def.name = "echo2";
     CHECK_EQ_INT(task_register(reg, &def), 0);
     CHECK_EQ_INT(task_register(reg, &def), -EEXIST);
-    CHECK_EQ_INT(task_count(reg), 8);
+    CHECK_EQ_INT(task_count(reg), 11);
     task_registry_free(reg);
 }
 
 static void test_registry_register_bad_defs_is_einval(void)
 {
     struct task_registry *reg = NULL;
-    CHECK_EQ_INT(task_registry_new(&reg), 0);
+    CHECK_EQ_INT(task_registry_new(NULL, &reg), 0);
     const struct task_def good = {"my-task.v2_x", "d", TASK_KIND_THREAD | TASK_KIND_ASYNC, TASK_KIND_ASYNC, NULL,
-                                  NULL, dummy_run};
+                                  NULL, dummy_run, dummy_start};
     struct task_def d;
     static const char *const bad_names[] = {"", "Upper", "has space", "slash/x", "ümlaut", "tab\t"};
     for (size_t i = 0; i < sizeof bad_names / sizeof bad_names[0]; i++) {
@@ -232,16 +249,19 @@ static void test_registry_register_bad_defs_is_einval(void)
     d = good;
     d.run = NULL;
     CHECK_EQ_INT(task_register(reg, &d), -EINVAL);
+    d = good;
+    d.start_async = NULL; /* kinds has async: it needs an async entry point */
+    CHECK_EQ_INT(task_register(reg, &d), -EINVAL);
     CHECK_EQ_INT(task_register(reg, NULL), -EINVAL);
-    CHECK_EQ_INT(task_count(reg), 7);
+    CHECK_EQ_INT(task_count(reg), 10);
 
     CHECK_EQ_INT(task_register(reg, &good), 0);
     long_name[64] = '\0'; /* 64 bytes is the limit */
     d = good;
     d.name = long_name;
     CHECK_EQ_INT(task_register(reg, &d), 0);
-    CHECK_EQ_INT(task_count(reg), 9);
-    CHECK(task_at(reg, 7) == task_find(reg, "my-task.v2_x"));
+    CHECK_EQ_INT(task_count(reg), 12);
+    CHECK(task_at(reg, 10) == task_find(reg, "my-task.v2_x"));
     CHECK(task_find(reg, long_name) != NULL);
     task_registry_free(reg);
 }
@@ -251,20 +271,21 @@ static void test_registry_register_bad_defs_is_einval(void)
 static void test_registry_grows_and_keeps_pointers(void)
 {
     struct task_registry *reg = NULL;
-    CHECK_EQ_INT(task_registry_new(&reg), 0);
+    CHECK_EQ_INT(task_registry_new(NULL, &reg), 0);
     const struct task_def *sleep_def = task_find(reg, "sleep");
     static char names[300][16];
     for (int i = 0; i < 300; i++) {
         snprintf(names[i], sizeof names[i], "t%d", i);
-        struct task_def d = {names[i], "generated", TASK_KIND_ALL, TASK_KIND_THREAD, NULL, NULL, dummy_run};
+        struct task_def d = {names[i], "generated", TASK_KIND_ALL, TASK_KIND_THREAD, NULL, NULL, dummy_run,
+                             dummy_start};
         CHECK_EQ_INT(task_register(reg, &d), 0);
         d.name = "overwritten"; /* the registry holds its own copy */
     }
-    CHECK_EQ_INT(task_count(reg), 307);
+    CHECK_EQ_INT(task_count(reg), 310);
     CHECK(task_find(reg, "sleep") == sleep_def);
     for (int i = 0; i < 300; i++) {
         const struct task_def *def = task_find(reg, names[i]);
-        CHECK(def != NULL && def == task_at(reg, 7 + (size_t)i));
+        CHECK(def != NULL && def == task_at(reg, 10 + (size_t)i));
     }
     CHECK(task_find(reg, "t300") == NULL);
     CHECK(task_find(reg, "overwritten") == NULL);
@@ -701,9 +722,177 @@ static void test_run_fail(void)
     cJSON_Delete(args);
 }
 
+/* ---- async starts, on a real libuv loop ----------------------------------- */
+
+struct fake_arunner {
+    int done_calls;
+    int done_error_type; /* actx->error_type when done() came */
+};
+
+static void fake_adone(struct task_actx *actx)
+{
+    struct fake_arunner *f = actx->runner;
+    f->done_calls++;
+    f->done_error_type = (int)actx->error_type;
+}
+
+static void fake_aprogress(struct task_actx *actx, double fraction, const char *message)
+{
+}
+
+/* Starts task with json args on loop. Returns start()'s return; the caller
+ * frees actx->result and *args. */
+static int astart(const char *task, const char *json, uv_loop_t *loop, struct fake_arunner *f,
+                  struct task_actx *actx, cJSON **args)
+{
+    const struct task_def *def = task_find(g_reg, task);
+    *args = cJSON_Parse(json);
+    memset(f, 0, sizeof *f);
+    memset(actx, 0, sizeof *actx);
+    if (!def || !def->start_async || !*args) {
+        fprintf(stderr, "    bad test input: %s %s\n", task, json);
+        return -100;
+    }
+    actx->args = *args;
+    actx->job_id = "01TESTJOB0000000000000000";
+    actx->loop = loop;
+    actx->done = fake_adone;
+    actx->progress = fake_aprogress;
+    actx->runner = f;
+    return def->start_async(actx);
+}
+
+static char *aresult_text(const struct task_actx *actx)
+{
+    return actx->result ? cJSON_PrintUnformatted(actx->result) : strdup("(null)");
+}
+
+/* Each immediate task returns 1 or -1 without opening a handle or calling done(). */
+static void test_async_immediate_tasks_finish_inside_start(void)
+{
+    static const struct {
+        const char *task, *args;
+        int rc;
+        const char *result; /* or the error message's start when rc is -1 */
+    } cases[] = {
+        {"noop", "{}", 1, "(null)"},
+        {"echo", "{\"a\":[1,\"x\"]}", 1, "{\"a\":[1,\"x\"]}"},
+        {"echo", "7", 1, "7"},
+        {"square", "{\"n\":-3}", 1, "9"},
+        {"sleep", "{\"seconds\":0}", 1, "{\"slept\":0}"},
+        {"fail", "{\"message\":\"disk on fire\"}", -1, "disk on fire"},
+        {"fail", "{}", -1, "task failed on purpose"},
+        {"square", "{\"n\":\"x\"}", -1, "invalid args: args.n"},
+        {"sleep", "{\"seconds\":-1}", -1, "invalid args: args.seconds"},
+    };
+    uv_loop_t loop;
+    CHECK_EQ_INT(uv_loop_init(&loop), 0);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct fake_arunner f;
+        struct task_actx actx;
+        cJSON *args = NULL;
+        int rc = astart(cases[i].task, cases[i].args, &loop, &f, &actx, &args);
+        CHECK_EQ_INT(rc, cases[i].rc);
+        if (rc == 1) {
+            char *text = aresult_text(&actx);
+            CHECK_EQ_STR(text, cases[i].result);
+            CHECK_EQ_INT(actx.error_type, JOB_ERR_NONE);
+            free(text);
+        } else {
+            CHECK_EQ_INT(actx.error_type, JOB_ERR_TASK);
+            CHECK(strncmp(actx.error_message, cases[i].result, strlen(cases[i].result)) == 0);
+            CHECK(actx.result == NULL);
+        }
+        CHECK(actx.stop == NULL);
+        CHECK_EQ_INT(uv_loop_alive(&loop), 0); /* no handle started */
+        CHECK_EQ_INT(uv_run(&loop, UV_RUN_NOWAIT), 0);
+        CHECK_EQ_INT(f.done_calls, 0); /* done() only follows a start() that returned 0 */
+        cJSON_Delete(actx.result);
+        cJSON_Delete(args);
+    }
+    CHECK_EQ_INT(uv_loop_close(&loop), 0);
+}
+
+static void test_async_fail_message_is_cut_on_a_utf8_boundary(void)
+{
+    /* 300 two-byte characters: 600 bytes, more than the 511 the message holds. */
+    char json[700] = "{\"message\":\"";
+    size_t o = strlen(json);
+    for (int i = 0; i < 300; i++) o += (size_t)snprintf(json + o, sizeof json - o, "%s", "\xc3\xa9");
+    snprintf(json + o, sizeof json - o, "%s", "\"}");
+    uv_loop_t loop;
+    CHECK_EQ_INT(uv_loop_init(&loop), 0);
+    struct fake_arunner f;
+    struct task_actx actx;
+    cJSON *args = NULL;
+    CHECK_EQ_INT(astart("fail", json, &loop, &f, &actx, &args), -1);
+    size_t len = strlen(actx.error_message);
+    CHECK(len == 510); /* whole characters only */
+    cJSON_Delete(args);
+    CHECK_EQ_INT(uv_loop_close(&loop), 0);
+}
+
+static void test_async_sleep_completes_with_result(void)
+{
+    uv_loop_t loop;
+    CHECK_EQ_INT(uv_loop_init(&loop), 0);
+    struct fake_arunner f;
+    struct task_actx actx;
+    cJSON *args = NULL;
+    int64_t t0 = clock_mono_ms();
+    CHECK_EQ_INT(astart("sleep", "{\"seconds\":0.05}", &loop, &f, &actx, &args), 0);
+    CHECK(actx.stop != NULL);
+    CHECK_EQ_INT(f.done_calls, 0); /* never from inside start() */
+    CHECK_EQ_INT(uv_loop_alive(&loop), 1);
+    uv_run(&loop, UV_RUN_DEFAULT); /* returns once the sleep's timer is closed */
+    int64_t took = clock_mono_ms() - t0;
+    CHECK_EQ_INT(f.done_calls, 1);
+    CHECK_EQ_INT(f.done_error_type, JOB_ERR_NONE);
+    char *text = aresult_text(&actx);
+    CHECK_EQ_STR(text, "{\"slept\":0.05}");
+    free(text);
+    CHECK(took >= 49);
+    CHECK(took < 1000);
+    cJSON_Delete(actx.result);
+    cJSON_Delete(args);
+    CHECK_EQ_INT(uv_loop_close(&loop), 0); /* the task closed its timer */
+}
+
+static void stop_from_timer(uv_timer_t *t)
+{
+    struct task_actx *actx = t->data;
+    actx->stop(actx);
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+static void test_async_sleep_stop_ends_it_early_as_cancelled(void)
+{
+    uv_loop_t loop;
+    CHECK_EQ_INT(uv_loop_init(&loop), 0);
+    struct fake_arunner f;
+    struct task_actx actx;
+    cJSON *args = NULL;
+    int64_t t0 = clock_mono_ms();
+    CHECK_EQ_INT(astart("sleep", "{\"seconds\":30}", &loop, &f, &actx, &args), 0);
+    uv_timer_t stopper; /* the runner calls stop() on the loop thread, as here */
+    uv_timer_init(&loop, &stopper);
+    stopper.data = &actx;
+    uv_timer_start(&stopper, stop_from_timer, 20, 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    int64_t took = clock_mono_ms() - t0;
+    CHECK_EQ_INT(f.done_calls, 1);
+    CHECK_EQ_INT(actx.error_type, JOB_ERR_CANCELLED);
+    CHECK(strncmp(actx.error_message, "stopped after 0.0", 17) == 0);
+    CHECK(strstr(actx.error_message, "of 30.000 s") != NULL);
+    CHECK(actx.result == NULL);
+    CHECK(took < 1000);
+    cJSON_Delete(args);
+    CHECK_EQ_INT(uv_loop_close(&loop), 0);
+}
+
 int main(void)
 {
-    if (task_registry_new(&g_reg) != 0) {
+    if (task_registry_new(NULL, &g_reg) != 0) {
         fprintf(stderr, "task_registry_new failed\n");
         return 1;
     }
@@ -733,6 +922,10 @@ int main(void)
     RUN(test_run_sleep);
     RUN(test_run_sleep_cancelled);
     RUN(test_run_fail);
+    RUN(test_async_immediate_tasks_finish_inside_start);
+    RUN(test_async_fail_message_is_cut_on_a_utf8_boundary);
+    RUN(test_async_sleep_completes_with_result);
+    RUN(test_async_sleep_stop_ends_it_early_as_cancelled);
     task_registry_free(g_reg);
     return harness_finish();
 }
