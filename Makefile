@@ -11,7 +11,11 @@ PKGS    := libmicrohttpd libcjson sqlite3 libuv libcurl libcrypto
 # Debian packages: what building needs, and what the tests add.
 DEPS_BUILD := build-essential pkg-config libmicrohttpd-dev libcjson-dev libsqlite3-dev libuv1-dev \
               libcurl4-openssl-dev libssl-dev
-DEPS_TEST  := python3 python3-pytest python3-requests wrk curl valgrind
+# node and npm run the OpenAPI validator of tests/docs; each is skipped when a
+# command of that name exists (NodeSource's nodejs bundles npm and conflicts
+# with Debian's npm package).
+DEPS_TEST  := python3 python3-pytest python3-requests python3-jsonschema wrk curl valgrind prometheus \
+              $(if $(shell command -v node 2>/dev/null),,nodejs) $(if $(shell command -v npm 2>/dev/null),,npm)
 
 WARN    := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wmissing-prototypes \
            -Wstrict-prototypes -Wno-unused-parameter
@@ -33,7 +37,7 @@ endif
 OBJDIR  := build/$(VARIANT)
 LIB_SRC := $(wildcard common/*.c storage/*.c tasks/*.c executors/*.c core/*.c) \
            $(filter-out server/main.c,$(wildcard server/*.c))
-LIB_OBJ := $(LIB_SRC:%.c=$(OBJDIR)/%.o)
+LIB_OBJ := $(LIB_SRC:%.c=$(OBJDIR)/%.o) $(OBJDIR)/gen/openapi_json.o
 MAIN_OBJ := $(OBJDIR)/server/main.o
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(OBJDIR)/tests/%)
@@ -67,6 +71,23 @@ $(OBJDIR)/tests/%: tests/unit/%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	@echo "  CC+LD   $@"
 	$(Q)$(CC) $(WARN) -Wno-missing-prototypes $(VFLAGS) $(PKG_CFLAGS) -MMD -MP -o $@ $< $(LIB_OBJ) $(PKG_LIBS)
+
+# docs/openapi.json, compiled in for GET /v1/openapi.json (server/openapi.c):
+# a byte array written with od and sed, so building needs only coreutils.
+$(OBJDIR)/gen/openapi_json.c: docs/openapi.json
+	@mkdir -p $(dir $@)
+	@echo "  GEN     $@"
+	$(Q)od -A n -v -t x1 $< >$@.od
+	$(Q){ printf '/* Generated from docs/openapi.json by the Makefile: do not edit. */\n#include <stddef.h>\n'; \
+	  printf 'extern const unsigned char jobd_openapi_json[];\nextern const size_t jobd_openapi_json_len;\n'; \
+	  printf 'const unsigned char jobd_openapi_json[] = {\n'; \
+	  sed -e 's/ *\([0-9a-f][0-9a-f]\)/0x\1,/g' $@.od; \
+	  printf '0x00};\nconst size_t jobd_openapi_json_len = sizeof jobd_openapi_json - 1;\n'; } >$@.tmp
+	$(Q)rm -f $@.od && mv -f $@.tmp $@
+
+$(OBJDIR)/gen/openapi_json.o: $(OBJDIR)/gen/openapi_json.c
+	@echo "  CC      $@"
+	$(Q)$(CC) $(WARN) $(VFLAGS) -MMD -MP -c -o $@ $<
 
 # A plugin is built the way a third party builds one: -Iinclude is its only
 # include path (see include/jobd_plugin.h), libcjson its only library.
@@ -114,6 +135,12 @@ test: deps-test
 	@$(MAKE) --no-print-directory build/jobd
 	@$(MAKE) --no-print-directory VARIANT=release unit
 	@tests/run.sh release
+
+# Builds the container image with podman and checks it (tests/container).
+# `make test` runs it too when CI=true or podman is already set up.
+.PHONY: test-container
+test-container: build/jobd
+	@tests/container/test_container.sh
 
 asan: deps-test
 	@$(MAKE) --no-print-directory VARIANT=asan build/asan/jobd unit

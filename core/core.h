@@ -36,15 +36,21 @@ struct core_options {
     const struct task_registry *tasks; /* outlives the core */
     struct store *store;               /* outlives the core */
     const char *const *worker_argv;    /* how process executors start a worker (outlives the core) */
+    /* Retention (core/retention.c): a background thread deletes finished
+     * jobs this long (ms) after they finished; 0 keeps them forever. */
+    int64_t retention_ms;        /* succeeded jobs */
+    int64_t retention_failed_ms; /* failed and cancelled jobs */
+    int64_t prune_interval_ms;   /* pause between passes; 0 = 60 s */
 };
 
-/* Starts the executors and the timer thread, runs recovery (store_recover)
- * and re-dispatches every pending job. Returns 0 or a negative errno. */
+/* Starts the executors and the timer thread, runs recovery (store_recover),
+ * re-dispatches every pending job and starts the retention thread. Returns 0
+ * or a negative errno. */
 int core_open(const struct core_options *opt, struct core **out);
 
-/* Stops accepting jobs, gives running jobs grace_ms to finish (then tells
- * them to stop: they are retried at the next start), wakes every waiter, and
- * waits for the store to commit what is pending. Idempotent. */
+/* Stops accepting jobs and pruning, gives running jobs grace_ms to finish
+ * (then tells them to stop: they are retried at the next start), wakes every
+ * waiter, and waits for the store to commit what is pending. Idempotent. */
 void core_drain(struct core *c, int64_t grace_ms);
 
 /* Drains with no grace if not drained, then frees. Accepts NULL. */
@@ -131,5 +137,47 @@ void core_get_stats(struct core *c, struct core_stats *out);
 
 /* False while starting or once draining. */
 bool core_ready(struct core *c);
+
+/* --- metrics (core/metrics.c), for GET /metrics ---
+ *
+ * Counters since the core opened, kept in arrays sized at core_open (tasks of
+ * the registry x executors) and updated with relaxed atomics: a couple of
+ * increments per job, no lock, no allocation. A reader sees each counter
+ * exactly, though not all of them at one instant. */
+
+/* Upper bounds, in seconds and ascending, of the buckets of the job latency
+ * histograms; an implicit last bucket is +Inf. Job times are whole
+ * milliseconds, so a 0 ms wait lands in the first bucket. */
+#define CORE_LATENCY_BUCKETS 16
+extern const double core_latency_bounds_s[CORE_LATENCY_BUCKETS];
+
+/* One (task, executor) pair. */
+struct core_job_counters {
+    const char *task, *executor; /* valid while the core lives */
+    uint64_t submitted;          /* jobs committed by a submit or a retry (not recovery) */
+    /* Terminal outcomes, counted when the executor reports them (so before a
+     * GET can see the job finished). A failed attempt that is retried is not
+     * an outcome; a job stopped by shutdown is not either. */
+    uint64_t succeeded, failed, cancelled;
+};
+typedef void (*core_job_counters_cb)(void *ctx, const struct core_job_counters *jc);
+/* Calls cb, on the caller's thread, for every pair whose executor can run the
+ * task (zeros included, so the series exist from the start) and for any other
+ * pair that has counted something; tasks in registration order, then
+ * executors in configuration order. */
+void core_job_counters_each(struct core *c, core_job_counters_cb cb, void *ctx);
+
+/* A histogram snapshot. bucket[i] counts observations in
+ * (bound[i-1], bound[i]] - not cumulative; bucket[CORE_LATENCY_BUCKETS] those
+ * above the last bound. Their total is the count. */
+struct core_latency_hist {
+    uint64_t bucket[CORE_LATENCY_BUCKETS + 1];
+    uint64_t sum_ms;
+};
+/* Queue wait (started - eligible, where eligible is scheduled_at or else
+ * created_at) and run time (finished - started) of the jobs of executor i
+ * (the order of core_executor_stats) that finished after they started.
+ * Returns 0, or -ENOENT when i is not an executor. */
+int core_executor_latency(struct core *c, int i, struct core_latency_hist *wait, struct core_latency_hist *run);
 
 #endif

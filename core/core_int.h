@@ -87,6 +87,38 @@ struct core_statsbuf {
     long n_wait, n_run; /* samples written (ring) */
 };
 
+/* Job counters and latency histograms (core/metrics.c). The arrays and the
+ * name table are immutable after core_metrics_init; the counters are atomics
+ * updated with relaxed order (each is exact; no ordering between them). */
+struct core_job_cell {
+    atomic_ullong submitted, succeeded, failed, cancelled;
+};
+struct core_hist {
+    atomic_ullong bucket[CORE_LATENCY_BUCKETS + 1];
+    atomic_ullong sum_ms;
+};
+struct core_metrics {
+    size_t n_tasks;
+    int n_execs;
+    uint32_t *slots;             /* task name -> index + 1 (0 = empty); open addressing */
+    size_t nslots;               /* a power of two, >= 2 * n_tasks */
+    struct core_job_cell *cells; /* [n_tasks * n_execs], task-major */
+    struct core_hist *wait, *run; /* [n_execs] */
+};
+
+/* The retention thread (core/retention.c). keep_ms and interval_ms are
+ * immutable after core_retention_start; `lock` guards `stop`; `thread` and
+ * `started` belong to whoever opens and drains the core. */
+struct core_retention {
+    int64_t keep_ms[JOB_STATUS_COUNT]; /* terminal statuses; 0 = keep forever */
+    int64_t interval_ms;
+    pthread_mutex_t lock;
+    pthread_cond_t wake; /* the thread sleeps here between passes (CLOCK_MONOTONIC) */
+    bool stop;
+    pthread_t thread;
+    bool started;
+};
+
 struct core {
     const struct task_registry *tasks;
     struct store *store;
@@ -110,6 +142,8 @@ struct core {
     atomic_bool drained;
 
     struct core_statsbuf stats;
+    struct core_retention retention;
+    struct core_metrics metrics;
 };
 
 /* core/waiters.c */
@@ -124,6 +158,25 @@ void core_stats_init(struct core_statsbuf *s);
 void core_stats_fini(struct core_statsbuf *s);
 void core_stats_transition(struct core_statsbuf *s, int from, int to); /* -1 = none */
 void core_stats_finished(struct core_statsbuf *s, const struct job *job);
+
+/* core/metrics.c */
+/* Sizes the arrays for the registry's tasks and c->n_execs executors (call
+ * after the executors exist). Returns 0 or -ENOMEM. */
+int core_metrics_init(struct core *c);
+void core_metrics_fini(struct core_metrics *m); /* accepts a zeroed struct */
+/* A job was committed (submit or retry). */
+void core_metrics_submitted(struct core *c, int exec_idx, const struct job *job);
+/* A job reached its terminal status (job->status): the outcome and, when it
+ * started, its queue wait and run time. */
+void core_metrics_finished(struct core *c, int exec_idx, const struct job *job);
+
+/* core/retention.c */
+/* Starts the retention thread when a retention is set (else does nothing).
+ * Returns 0 or a negative errno. */
+int core_retention_start(struct core *c, const struct core_options *opt);
+/* Stops the thread (waiting for at most the batch in progress) and frees its
+ * lock. Accepts a core whose retention never started; idempotent. */
+void core_retention_stop(struct core *c);
 
 /* core/validate.c */
 /* The executor for a job of task def, by name (NULL = the task's default). */

@@ -222,6 +222,7 @@ static void insert_done(void *arg, int rc, struct job *job)
         goto out;
     }
     core_stats_transition(&c->stats, -1, (int)job->status);
+    core_metrics_submitted(c, op->exec_idx, job);
     if (!live_add(c, job, op->exec_idx, job->status == JOB_SCHEDULED ? LIVE_SCHEDULED : LIVE_QUEUED)) {
         LOG_ERROR("job %s: out of memory; it stays %s in the database until restart", job->id,
                   job_status_name(job->status));
@@ -375,6 +376,7 @@ static void hook_done(void *ctx, struct job *job, enum exec_outcome outcome)
         break;
     }
     core_stats_finished(&c->stats, job);
+    core_metrics_finished(c, idx, job);
     store_update(c, job, from, true, NULL, NULL);
 }
 
@@ -390,6 +392,7 @@ static void cancel_scheduled(struct core *c, struct job *job, int exec_idx)
     atomic_fetch_sub(&c->execs[exec_idx].held, 1);
     atomic_fetch_add(&c->execs[exec_idx].cancelled, 1);
     core_stats_finished(&c->stats, job);
+    core_metrics_finished(c, exec_idx, job);
     store_update(c, job, JOB_SCHEDULED, true, NULL, NULL);
 }
 
@@ -647,6 +650,7 @@ int core_open(const struct core_options *opt, struct core **out)
         if ((rc = exec_new(&ec, c->tasks, &hooks, &ce->ex)) < 0) goto fail;
         c->n_execs++;
     }
+    if ((rc = core_metrics_init(c)) < 0) goto fail;
 
     int requeued = 0, failed = 0;
     if ((rc = store_recover(c->store, clock_wall_ms(), &requeued, &failed)) < 0) goto fail;
@@ -663,6 +667,7 @@ int core_open(const struct core_options *opt, struct core **out)
     struct recover_ctx rctx = {.c = c};
     if ((rc = store_scan_pending(c->store, recover_one, &rctx)) < 0) goto fail;
     if (rctx.n) LOG_INFO("recovery: %ld pending job(s) dispatched again", rctx.n);
+    if ((rc = core_retention_start(c, opt)) < 0) goto fail;
     atomic_store(&c->ready, true);
     *out = c;
     return 0;
@@ -671,12 +676,51 @@ fail:
     return rc;
 }
 
+struct drain_arg {
+    struct executor *ex;
+    int64_t grace_ms;
+    pthread_t thread;
+    bool started;
+};
+
+static void *drain_main(void *arg)
+{
+    struct drain_arg *d = arg;
+    exec_drain(d->ex, d->grace_ms);
+    return NULL;
+}
+
+/* Drains every executor at the same time, one short-lived thread each, so
+ * that all stop taking jobs at once and share one grace period: drained one
+ * after another, each got the whole grace (shutdown took executors x grace)
+ * and the later ones kept starting jobs meanwhile. Without a thread (out of
+ * memory) an executor is drained here, with what is left of the grace. */
+static void drain_executors(struct core *c, int64_t grace_ms)
+{
+    int64_t end_ms = clock_mono_ms() + grace_ms;
+    struct drain_arg *d = calloc((size_t)c->n_execs, sizeof *d);
+    for (int i = 0; d && i < c->n_execs; i++) {
+        d[i].ex = c->execs[i].ex;
+        d[i].grace_ms = grace_ms;
+        d[i].started = pthread_create(&d[i].thread, NULL, drain_main, &d[i]) == 0;
+    }
+    for (int i = 0; i < c->n_execs; i++) {
+        if (d && d[i].started) continue;
+        int64_t left = end_ms - clock_mono_ms();
+        exec_drain(c->execs[i].ex, left > 0 ? left : 0);
+    }
+    for (int i = 0; d && i < c->n_execs; i++)
+        if (d[i].started) pthread_join(d[i].thread, NULL);
+    free(d);
+}
+
 void core_drain(struct core *c, int64_t grace_ms)
 {
     if (atomic_exchange(&c->draining, true)) return;
     atomic_store(&c->ready, false);
+    core_retention_stop(c); /* first: it would only compete with the drain for the writer */
     LOG_INFO("draining: no new jobs; running jobs have %.1f s to finish", (double)grace_ms / 1000.0);
-    for (int i = 0; i < c->n_execs; i++) exec_drain(c->execs[i].ex, grace_ms);
+    drain_executors(c, grace_ms);
 
     pthread_mutex_lock(&c->lock);
     c->stop_timer = true;
@@ -713,6 +757,7 @@ void core_close(struct core *c)
     theap_fini(&c->sched);
     theap_fini(&c->wheap);
     free(c->execs);
+    core_metrics_fini(&c->metrics);
     core_stats_fini(&c->stats);
     pthread_cond_destroy(&c->timer_cv);
     pthread_mutex_destroy(&c->lock);

@@ -17,6 +17,7 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -28,15 +29,17 @@
 
 #include <cjson/cJSON.h>
 
-#define JOBD_VERSION "0.1.0"
+#include "../common/version.h"
 
 /* The default executor list (SPEC §5); "N" is the number of cores, "2N" twice that. */
 #define DEFAULT_EXECUTORS "thread=thread:2N,process=process:N,async=async:256"
 
-#define EXEC_SIZE_MAX 4096
+#define EXEC_SIZE_MAX 4096      /* threads or processes */
+#define ASYNC_SIZE_MAX 1000000  /* concurrent jobs on one event loop */
 #define MAX_QUEUED_MAX 100000000L
 #define CONFIG_FILE_MAX (1 << 20) /* bytes */
 #define TOKEN_FILE_MAX 4096       /* bytes */
+#define RETENTION_MAX_S (3650LL * 86400) /* ten years */
 
 struct load {
     struct config *cfg;
@@ -49,7 +52,9 @@ struct load {
     bool by_env[64];
 };
 
-enum type { T_STRING, T_BOOL, T_INT, T_LONG, T_SECONDS_MS, T_CUSTOM };
+/* T_DURATION_MS: whole seconds, or a whole number with a unit suffix s, m, h
+ * or d ("90s", "12h", "7d"); bounds in seconds; stored as int64_t ms. */
+enum type { T_STRING, T_BOOL, T_INT, T_LONG, T_SECONDS_MS, T_DURATION_MS, T_CUSTOM };
 
 struct setting {
     const char *flag;    /* without "--"; the file key is this with '_' for '-' */
@@ -57,7 +62,7 @@ struct setting {
     const char *env;
     enum type type;
     const char *def;     /* default as text ("N" = cores), NULL = none */
-    long long min, max;  /* bounds of T_INT, T_LONG, T_SECONDS_MS */
+    long long min, max;  /* bounds of T_INT, T_LONG, T_SECONDS_MS, T_DURATION_MS (seconds) */
     size_t offset, size; /* field in struct config (all but T_CUSTOM) */
     int (*parse)(struct load *L, const char *name, const char *value); /* T_CUSTOM */
     const char *help;
@@ -90,6 +95,30 @@ static int parse_int(struct load *L, const char *name, const char *v, long long 
         return fail(L, "%s: \"%s\" is out of range %lld..%lld", name, v, min, max);
     *out = n;
     return 0;
+}
+
+/* Parses a duration (see T_DURATION_MS) in [min_s, max_s] seconds into *out_ms. */
+static int parse_duration(struct load *L, const char *name, const char *v, long long min_s, long long max_s,
+                          int64_t *out_ms)
+{
+    static const struct { char suffix; long long seconds; } units[] = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}};
+    size_t digits = strspn(v, "0123456789");
+    long long unit = 1, n = 0;
+    if (digits == 0 || digits > 15 || (v[digits] && v[digits + 1])) goto bad;
+    if (v[digits]) {
+        size_t i = 0;
+        while (i < sizeof units / sizeof units[0] && units[i].suffix != v[digits]) i++;
+        if (i == sizeof units / sizeof units[0]) goto bad;
+        unit = units[i].seconds;
+    }
+    n = strtoll(v, NULL, 10) * unit; /* at most 15 digits times 86400: no overflow */
+    if (n < min_s || n > max_s)
+        return fail(L, "%s: \"%s\" is out of range %llds..%llds (%lld days)", name, v, min_s, max_s, max_s / 86400);
+    *out_ms = (int64_t)n * 1000;
+    return 0;
+bad:
+    return fail(L, "%s: \"%s\" is not a duration: whole seconds, or a whole number with s, m, h or d (90s, 12h, 7d)",
+                name, v);
 }
 
 static int parse_bool(struct load *L, const char *name, const char *v, bool *out)
@@ -152,6 +181,8 @@ static int setting_apply(struct load *L, const struct setting *s, const char *na
         else if (s->type == T_LONG) *(long *)field = (long)n;
         else *(int64_t *)field = (int64_t)n * 1000;
         return 0;
+    case T_DURATION_MS:
+        return parse_duration(L, name, v, s->min, s->max, (int64_t *)field);
     case T_CUSTOM:
         return s->parse(L, name, v);
     }
@@ -308,7 +339,9 @@ static int exec_add(struct load *L, struct exec_list *x, const char *where, cons
         if (strcmp(kind, kinds[i].name) == 0) k = kinds[i].kind;
     if (!k) return fail(L, "%s: \"%s\" is not an executor kind (thread, process or async)", where, kind);
     snprintf(what, sizeof what, "%s: size of executor \"%s\"", where, name);
-    if (parse_int(L, what, size, 1, EXEC_SIZE_MAX, &n) < 0) return -1;
+    /* An async executor's size only bounds concurrent jobs on one loop (no
+     * thread or process each), so it may be far larger. */
+    if (parse_int(L, what, size, 1, k == TASK_KIND_ASYNC ? ASYNC_SIZE_MAX : EXEC_SIZE_MAX, &n) < 0) return -1;
     struct core_executor_config *e = &x->e[x->n++];
     memset(e, 0, sizeof *e); /* memory_mb, cpu_seconds: none unless the file's entry sets them */
     memcpy(e->name, name, len + 1);
@@ -379,7 +412,7 @@ static const struct setting settings[] = {
     {"token-file", "FILE", "JOBD_TOKEN_FILE", T_CUSTOM, NULL, 0, 0, CUSTOM(set_token_file),
      "read the token from FILE (trailing whitespace dropped)"},
     {"executors", "LIST", "JOBD_EXECUTORS", T_CUSTOM, DEFAULT_EXECUTORS, 0, 0, CUSTOM(set_executors),
-     "NAME=KIND:SIZE[,...], KIND thread, process or async, SIZE 1..4096"},
+     "NAME=KIND:SIZE[,...], KIND thread, process or async; SIZE 1..4096 (async: 1..1000000)"},
     {"allow-exec", NULL, "JOBD_ALLOW_EXEC", T_BOOL, "off", 0, 0, FIELD(allow_exec),
      "enable the exec task (runs commands); env: 1/0, true/false, yes/no, on/off"},
     {"plugin", "PATH.so", "JOBD_PLUGINS", T_CUSTOM, NULL, 0, 0, CUSTOM(set_plugin),
@@ -404,6 +437,14 @@ static const struct setting settings[] = {
      "on SIGTERM, how long running jobs may take to finish"},
     {"max-queued", "N", "JOBD_MAX_QUEUED", T_LONG, "100000", 1, MAX_QUEUED_MAX, FIELD(max_queued),
      "jobs waiting per executor at most (unless it sets its own); past it submits get 429"},
+    {"insecure-no-auth", NULL, "JOBD_INSECURE_NO_AUTH", T_BOOL, "off", 0, 0, FIELD(insecure_no_auth),
+     "allow a non-loopback --listen without a token (anyone who reaches it can run jobs)"},
+    {"retention", "DURATION", "JOBD_RETENTION", T_DURATION_MS, "7d", 0, RETENTION_MAX_S, FIELD(retention_ms),
+     "delete succeeded jobs this long after they finished (90s, 12h, 7d or seconds); 0 keeps them"},
+    {"retention-failed", "DURATION", "JOBD_RETENTION_FAILED", T_DURATION_MS, "30d", 0, RETENTION_MAX_S,
+     FIELD(retention_failed_ms), "the same for failed and cancelled jobs; 0 keeps them"},
+    {"prune-interval", "DURATION", "JOBD_PRUNE_INTERVAL", T_DURATION_MS, "60s", 1, 86400, FIELD(prune_interval_ms),
+     "pause between two background retention passes"},
 };
 #define N_SETTINGS ((int)(sizeof settings / sizeof settings[0]))
 _Static_assert(sizeof settings / sizeof settings[0] <= 64, "struct load's by_flag/by_env hold 64 settings");
@@ -566,7 +607,8 @@ static int file_apply(struct load *L, const char *file)
             continue;
         }
         if (s->type == T_BOOL && cJSON_IsBool(j)) v = cJSON_IsTrue(j) ? "true" : "false";
-        else if ((s->type == T_STRING || s->type == T_CUSTOM) && cJSON_IsString(j)) v = j->valuestring;
+        else if ((s->type == T_STRING || s->type == T_CUSTOM || s->type == T_DURATION_MS) && cJSON_IsString(j))
+            v = j->valuestring;
         else if (s->type != T_BOOL && s->type != T_STRING && s->type != T_CUSTOM && cJSON_IsNumber(j)) {
             if (json_int_text(j, num, sizeof num) < 0) {
                 rc = fail(L, "%s: %g is not a whole number", name, j->valuedouble);
@@ -578,7 +620,9 @@ static int file_apply(struct load *L, const char *file)
             rc = fail(L, "%s: expected %s, not %s", name,
                       s->type == T_BOOL ? "true or false"
                       : s->parse == set_executors ? "a list of executors or a string"
-                      : (s->type == T_STRING || s->type == T_CUSTOM) ? "a string" : "a number",
+                      : (s->type == T_STRING || s->type == T_CUSTOM) ? "a string"
+                      : s->type == T_DURATION_MS ? "a number of seconds or a duration string (\"7d\")"
+                      : "a number",
                       json_type(j));
             goto out;
         }
@@ -710,10 +754,27 @@ enum config_result config_load(struct config *cfg, int argc, char **argv, char *
     if (args_scan(&L, argc, argv, true, out) < 0) goto out;
     for (int i = 0; i < cfg->n_executors; i++)
         if (cfg->executors[i].max_queued < 0) cfg->executors[i].max_queued = cfg->max_queued;
+    if (!cfg->token[0] && !cfg->insecure_no_auth && !config_listen_is_loopback(cfg->listen_host)) {
+        fail(&L, "--listen: %s is not a loopback address and no token is set: set --token, --token-file or "
+                 "JOBD_TOKEN, or pass --insecure-no-auth (JOBD_INSECURE_NO_AUTH=1) to serve without authentication",
+             cfg->listen_host);
+        goto out;
+    }
     res = CONFIG_OK;
 out:
     if (res != CONFIG_OK) config_free(cfg);
     return res;
+}
+
+bool config_listen_is_loopback(const char *host)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (strcasecmp(host, "localhost") == 0) return true;
+    if (inet_pton(AF_INET, host, &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6) || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+    return false;
 }
 
 void config_free(struct config *cfg)

@@ -23,6 +23,7 @@ struct config {
     char db_path[4096];
     char config_file[4096]; /* "" = none */
     char token[512];        /* "" = no auth */
+    bool insecure_no_auth;  /* allow a non-loopback listen address without a token */
     struct core_executor_config executors[CONFIG_MAX_EXECUTORS];
     int n_executors;
     bool allow_exec;
@@ -36,6 +37,9 @@ struct config {
     int64_t max_wait_ms;    /* largest accepted ?wait= */
     int64_t grace_ms;       /* SIGTERM drain grace */
     long max_queued;        /* default max_queued of executors that do not set one */
+    int64_t retention_ms;        /* succeeded jobs are pruned this long after they finished; 0 = kept forever */
+    int64_t retention_failed_ms; /* the same for failed and cancelled jobs */
+    int64_t prune_interval_ms;   /* pause between two retention passes (>= 1000) */
     /* Owned (heap): freed by config_free(). */
     char *plugins[CONFIG_MAX_PLUGINS]; /* --plugin PATH (repeatable), JOBD_PLUGINS (a:b), file "plugins" */
     int n_plugins;
@@ -51,7 +55,9 @@ enum config_result {
 
 /* Fills *cfg from defaults, the config file (--config / JOBD_CONFIG), the
  * environment `envp` (NULL-terminated "NAME=value" strings, e.g. environ) and
- * argv. `ncores` sizes the default executors. Output for --help/--version goes
+ * argv, then checks the settings together: a --listen address that is not
+ * loopback (config_listen_is_loopback) needs a token or --insecure-no-auth
+ * (SPEC §3), else CONFIG_ERROR. `ncores` sizes the default executors. Output for --help/--version goes
  * to `out`. *cfg must be zeroed or hold an earlier config_load() result (whose
  * heap parts are freed first); on CONFIG_OK the caller frees it with
  * config_free(), on any other result nothing is left to free. */
@@ -63,6 +69,12 @@ enum config_result config_load(struct config *cfg, int argc, char **argv, char *
 int config_parse_executors(struct config *cfg, const char *list, char *err, size_t errlen);
 
 void config_print_help(FILE *out);
+
+/* True when `host` (cfg->listen_host) can only be reached from this machine:
+ * "localhost", an IPv4 address in 127.0.0.0/8, or ::1 (also as ::ffff:127.x.y.z).
+ * Any other name counts as reachable from outside, even one that would resolve
+ * to a loopback address: names are not resolved here. */
+bool config_listen_is_loopback(const char *host);
 
 /* Frees what config_load() allocated (plugins, commands) and clears those
  * fields. Accepts NULL and a config that holds none. */

@@ -35,6 +35,7 @@ struct srv {
     struct core *core;
     struct store *store;
     const struct task_registry *tasks;
+    struct srv_metrics *metrics; /* request counters; atomics, any thread */
     int port;
 };
 
@@ -42,6 +43,7 @@ struct srv_req {
     struct srv *srv;
     struct MHD_Connection *conn;
     const struct srv_route *route;
+    int route_idx; /* srv_routes index of the path (even with a wrong method), -1 = none: for the counters */
     char path_id[ID_LEN + 8];
     char allow[64]; /* the methods of the path, when the method is wrong */
     bool has_id;
@@ -58,6 +60,10 @@ struct srv_req {
     /* Reply under construction (HTTP thread only). */
     struct MHD_Response *resp;
     unsigned status;
+
+    /* Access log, at debug level only (HTTP thread): the URL and when the request began. */
+    char log_url[192];
+    int64_t log_t0_ns;
 
     /* Parking: `lock` guards parked and woken. */
     pthread_mutex_t lock;
@@ -91,6 +97,30 @@ void srv_reply_json(struct srv_req *req, unsigned status, cJSON *body)
 void srv_reply_empty(struct srv_req *req, unsigned status)
 {
     set_response(req, status, MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT));
+}
+
+void srv_reply_static(struct srv_req *req, unsigned status, const char *content_type, const void *buf, size_t len)
+{
+    /* PERSISTENT: MHD sends from buf without copying it, and never frees it. */
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)buf, MHD_RESPMEM_PERSISTENT);
+    if (!resp) {
+        srv_reply_errorf(req, API_INTERNAL, NULL, "The server ran out of memory.");
+        return;
+    }
+    set_response(req, status, resp);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+}
+
+void srv_reply_text(struct srv_req *req, unsigned status, const char *content_type, char *buf, size_t len)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(buf);
+        srv_reply_errorf(req, API_INTERNAL, NULL, "The server ran out of memory.");
+        return;
+    }
+    set_response(req, status, resp);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
 }
 
 void srv_reply_header(struct srv_req *req, const char *name, const char *value)
@@ -152,6 +182,7 @@ struct store *srv_req_store(struct srv_req *req) { return req->srv->store; }
 const struct config *srv_req_config(struct srv_req *req) { return req->srv->cfg; }
 const struct task_registry *srv_req_tasks(struct srv_req *req) { return req->srv->tasks; }
 struct srv_req_state *srv_req_state(struct srv_req *req) { return &req->st; }
+struct srv_metrics *srv_req_metrics(struct srv_req *req) { return req->srv->metrics; }
 
 const char *srv_req_query(struct srv_req *req, const char *name)
 {
@@ -272,6 +303,7 @@ static void route_lookup(struct srv_req *req, const char *method, const char *ur
         if (strcmp(srv_routes[i].method, method) == 0 ||
             (strcmp(method, "HEAD") == 0 && strcmp(srv_routes[i].method, "GET") == 0)) {
             req->route = &srv_routes[i];
+            req->route_idx = i;
             memcpy(req->path_id, id, sizeof id);
             req->has_id = has_id;
             req->bad_method = false;
@@ -279,6 +311,7 @@ static void route_lookup(struct srv_req *req, const char *method, const char *ur
         }
         size_t o = strlen(allow);
         snprintf(allow + o, sizeof allow - o, "%s%s", o ? ", " : "", srv_routes[i].method);
+        if (!req->bad_method) req->route_idx = i;
         req->bad_method = true;
     }
     if (req->bad_method) memcpy(req->allow, allow, sizeof allow);
@@ -330,6 +363,19 @@ static struct srv_req *req_new(struct srv *s, struct MHD_Connection *conn, const
     req->conn = conn;
     pthread_mutex_init(&req->lock, NULL);
     atomic_store(&req->refs, 1);
+    req->route_idx = -1;
+    if (log_enabled(LOG_LEVEL_DEBUG)) {
+        /* Bytes other than printable ASCII as %XX, so a log line stays one
+         * line of valid UTF-8 (JSON format) whatever the client sent;
+         * truncated when long: it is only logged. */
+        size_t o = 0;
+        for (const unsigned char *p = (const unsigned char *)url; *p && o + 4 < sizeof req->log_url; p++) {
+            if (*p > ' ' && *p < 0x7f) req->log_url[o++] = (char)*p;
+            else o += (size_t)snprintf(req->log_url + o, sizeof req->log_url - o, "%%%02X", *p);
+        }
+        req->log_url[o] = '\0';
+        req->log_t0_ns = clock_mono_ns();
+    }
     route_lookup(req, method, url);
     if (req->route && req->route->auth)
         req->unauthorized = !auth_ok(s->cfg, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization"));
@@ -372,13 +418,20 @@ static enum srv_step reply_early_error(struct srv_req *req, const char *method)
     return STEP_PARK; /* no early error */
 }
 
-static enum MHD_Result queue_reply(struct srv_req *req)
+/* Queues the response set by the handler; every reply passes here once, so
+ * this is where requests are counted. */
+static enum MHD_Result queue_reply(struct srv_req *req, const char *method)
 {
     if (!req->resp) srv_reply_errorf(req, API_INTERNAL, NULL, "Internal error: no response.");
     if (!req->resp) return MHD_NO;
+    srv_metrics_count(req->srv->metrics, req->route_idx, method, req->status);
     enum MHD_Result r = MHD_queue_response(req->conn, req->status, req->resp);
     MHD_destroy_response(req->resp);
     req->resp = NULL;
+    /* One access-log line per request: time from its headers to its reply (a long poll's wait included). */
+    if (log_enabled(LOG_LEVEL_DEBUG))
+        LOG_DEBUG("http: %s %s -> %u (%.1f ms)", method, req->log_url, req->status,
+                  (double)(clock_mono_ns() - req->log_t0_ns) / 1e6);
     return r;
 }
 
@@ -397,7 +450,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             req->too_large = true;
             req->started = true;
             reply_early_error(req, method);
-            return queue_reply(req);
+            return queue_reply(req, method);
         }
         return MHD_YES;
     }
@@ -426,14 +479,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         req->info.id = req->has_id ? req->path_id : NULL;
         req->info.body = req->body ? req->body : "";
         req->info.body_len = req->body_len;
-        if (reply_early_error(req, method) == STEP_DONE || req->resp) return queue_reply(req);
-        if (log_enabled(LOG_LEVEL_DEBUG)) LOG_DEBUG("%s %s", method, url);
+        if (reply_early_error(req, method) == STEP_DONE || req->resp) return queue_reply(req, method);
         run_steps(req, req->route->handler);
     } else if (req->st.next) {
         /* Resumed after parking. */
         run_steps(req, req->st.next);
     }
-    if (req->resp) return queue_reply(req);
+    if (req->resp) return queue_reply(req, method);
     return MHD_YES; /* parked */
 }
 
@@ -462,6 +514,11 @@ int srv_start(const struct config *cfg, struct core *core, struct store *store, 
     s->core = core;
     s->store = store;
     s->tasks = tasks;
+    int rc = srv_metrics_new(&s->metrics);
+    if (rc < 0) {
+        free(s);
+        return rc;
+    }
 
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
@@ -470,6 +527,7 @@ int srv_start(const struct config *cfg, struct core *core, struct store *store, 
     int gai = getaddrinfo(cfg->listen_host, port, &hints, &ai);
     if (gai != 0 || !ai) {
         LOG_ERROR("--listen: cannot resolve '%s': %s", cfg->listen_host, gai_strerror(gai));
+        srv_metrics_free(s->metrics);
         free(s);
         return -EINVAL;
     }
@@ -484,6 +542,7 @@ int srv_start(const struct config *cfg, struct core *core, struct store *store, 
     if (!s->daemon) {
         LOG_ERROR("--listen: cannot listen on %s:%d (in use, or not an address of this machine)", cfg->listen_host,
                   cfg->listen_port);
+        srv_metrics_free(s->metrics);
         free(s);
         return -EADDRINUSE;
     }
@@ -502,5 +561,6 @@ void srv_stop(struct srv *s)
 {
     if (!s) return;
     if (s->daemon) MHD_stop_daemon(s->daemon);
+    srv_metrics_free(s->metrics);
     free(s);
 }

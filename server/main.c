@@ -63,12 +63,6 @@ static int lock_database(const char *db_path)
     return fd;
 }
 
-static bool is_loopback(const char *host)
-{
-    return strcmp(host, "127.0.0.1") == 0 || strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 ||
-           strcmp(host, "localhost") == 0;
-}
-
 /* Builds the task registry from the configuration: the built-ins (exec as
  * --allow-exec says), the config file's command tasks, then the plugins in
  * the order given. Both the server and each process-executor worker run this,
@@ -198,7 +192,10 @@ int main(int argc, char **argv)
                               .n_executors = cfg.n_executors,
                               .tasks = tasks,
                               .store = store,
-                              .worker_argv = worker_argv};
+                              .worker_argv = worker_argv,
+                              .retention_ms = cfg.retention_ms,
+                              .retention_failed_ms = cfg.retention_failed_ms,
+                              .prune_interval_ms = cfg.prune_interval_ms};
     if ((rc = core_open(&co, &core)) < 0) {
         LOG_ERROR("cannot start the dispatcher: %s", strerror(-rc));
         goto out;
@@ -209,8 +206,12 @@ int main(int argc, char **argv)
         status = 2;
         goto out;
     }
-    if (!cfg.token[0] && !is_loopback(cfg.listen_host))
-        LOG_WARN("listening on %s with no token: anyone who can reach this address can run jobs", cfg.listen_host);
+    /* config_load refused a non-loopback address without a token unless
+     * --insecure-no-auth was given (SPEC §3). */
+    if (!cfg.token[0] && !config_listen_is_loopback(cfg.listen_host))
+        LOG_WARN("--insecure-no-auth: listening on %s with no token: anyone who can reach this address can run "
+                 "jobs",
+                 cfg.listen_host);
     else if (!cfg.token[0])
         LOG_INFO("no token configured: listening on loopback only");
     /* Scripts and tests read the port from this line: it is printed at every

@@ -500,5 +500,7 @@ const struct srv_route srv_routes[] = {
     {"GET", "/v1/tasks", h_tasks, NULL, true},
     {"GET", "/v1/executors", h_executors, NULL, true},
     {"GET", "/v1/stats", h_stats, NULL, true},
+    {"GET", "/v1/openapi.json", srv_h_openapi, NULL, false},
+    {"GET", "/metrics", srv_h_metrics, NULL, true},
 };
 const int srv_n_routes = (int)(sizeof srv_routes / sizeof *srv_routes);

@@ -70,6 +70,11 @@ void srv_reply_error(struct srv_req *req, const struct api_err *err);
 void srv_reply_errorf(struct srv_req *req, enum api_code code, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void srv_reply_empty(struct srv_req *req, unsigned status);
+/* Replies with buf as is: static or otherwise never freed (e.g. an embedded file). */
+void srv_reply_static(struct srv_req *req, unsigned status, const char *content_type, const void *buf, size_t len);
+/* A body of len bytes in buf, which must come from malloc: the reply takes it
+ * (libmicrohttpd frees it), even when it fails. */
+void srv_reply_text(struct srv_req *req, unsigned status, const char *content_type, char *buf, size_t len);
 /* Adds a header to the response set by the last reply call. */
 void srv_reply_header(struct srv_req *req, const char *name, const char *value);
 
@@ -83,6 +88,30 @@ void srv_req_wake(struct srv_req *req);
 void srv_req_wake_rc(void *ctx, int rc, const struct job *job);
 /* A core_wake_cb that wakes the request. */
 void srv_req_wake_cb(void *ctx);
+
+/* --- HTTP request counters (server/metrics.c) ---
+ *
+ * One relaxed atomic increment per reply, in an array sized at start:
+ * [route pattern or unmatched][method][status]. http.c counts every reply it
+ * queues; GET /metrics reads them. */
+struct srv_metrics;
+/* Returns 0 or -ENOMEM. Free with srv_metrics_free (accepts NULL). */
+int srv_metrics_new(struct srv_metrics **out);
+void srv_metrics_free(struct srv_metrics *m);
+/* route: an index into srv_routes (the pattern matched, even when the method
+ * was not allowed), or -1 for a path no route has. Any thread. */
+void srv_metrics_count(struct srv_metrics *m, int route, const char *method, unsigned status);
+struct srv_metrics *srv_req_metrics(struct srv_req *req);
+
+/* Writes `value` escaped as a label value of the Prometheus text format
+ * (backslash, double quote and newline as \\, \" and \n) into out, NUL
+ * terminated and truncated to cap bytes like snprintf. Returns the length of
+ * the whole escaped value (>= cap means truncated). */
+size_t srv_metrics_escape(char *out, size_t cap, const char *value);
+
+/* Handlers in their own files. */
+enum srv_step srv_h_metrics(struct srv_req *req); /* server/metrics.c: GET /metrics */
+enum srv_step srv_h_openapi(struct srv_req *req); /* server/openapi.c: GET /v1/openapi.json */
 
 /* --- the route table (server/routes.c) --- */
 struct srv_route {

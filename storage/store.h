@@ -92,6 +92,49 @@ int store_recover(struct store *st, int64_t now_ms, int *requeued, int *failed);
 typedef void (*store_job_cb)(void *ctx, struct job *job);
 int store_scan_pending(struct store *st, store_job_cb cb, void *ctx);
 
+/* Retention pruning (storage/store_prune.c). A *pass* deletes every terminal
+ * job that finished before its status's cutoff, in small batches; each batch
+ * is one op in the writer's queue, so other writes interleave between
+ * batches and a pass never holds the writer for long.
+ *
+ * How a batch finds its rows without a full scan: it walks the (status, id)
+ * index of one status in id order from the pass's cursor, only over ids
+ * made before the cutoff. Ids sort by creation time and a job is created
+ * before it finishes, so every job finished before the cutoff lies in that
+ * range; the few in it that finished later (long runs, delayed starts) are
+ * stepped over by the cursor and taken by a later pass. A batch examines at
+ * most `limit` index entries, deleted or not. */
+struct store_prune {
+    /* In, set before the first batch of a pass and left alone after. */
+    int64_t cutoff_ms[JOB_STATUS_COUNT]; /* terminal statuses only: delete the jobs of that status that
+                                            finished before this wall time (ms); 0 = keep them all */
+    int limit;                           /* index entries examined per batch, 1..10000; 0 = 500 */
+    /* In/out: the progress of the pass. Zero the struct to begin a pass. */
+    char after[JOB_STATUS_COUNT][ID_LEN + 1]; /* keyset cursor per status, "" = from the oldest */
+    bool exhausted[JOB_STATUS_COUNT];
+    /* Out, from the last batch only. */
+    int64_t deleted[JOB_STATUS_COUNT]; /* jobs deleted, by status */
+    int64_t examined;                  /* index entries looked at */
+    bool done;                         /* every status's range is walked: the pass is over */
+};
+
+/* Runs one batch of a pass on the writer thread and waits for it (like
+ * store_recover, so not from a store callback: -EDEADLK). Returns 0 (see
+ * p->deleted, p->done), -EINVAL (bad limit or cutoff on a non-terminal status),
+ * -ESHUTDOWN (closing), -ENOMEM, or the errno of a failed transaction (then
+ * nothing of this batch was deleted and the cursors did not move). */
+int store_prune_batch(struct store *st, struct store_prune *p);
+
+/* Histogram buckets of the writer's transactions (every batch, committed or
+ * rolled back). batch_hist[i] counts batches of at most (1 << i) ops and more
+ * than (1 << (i - 1)); commit_hist[i] batches whose BEGIN..COMMIT took at most
+ * store_commit_bounds_ns[i] and more than the bound before. The last entry of
+ * each counts the rest (+Inf). Not cumulative; the total of either is the
+ * number of batches, and the batch sizes add up to ops + failed_ops. */
+#define STORE_BATCH_BUCKETS 13 /* 1, 2, 4, ... 4096 ops (the default max_batch) */
+#define STORE_COMMIT_BUCKETS 14
+extern const uint64_t store_commit_bounds_ns[STORE_COMMIT_BUCKETS];
+
 struct store_stats {
     uint64_t commits;       /* transactions committed */
     uint64_t ops;           /* ops committed */
@@ -100,6 +143,8 @@ struct store_stats {
     uint64_t max_batch;     /* largest transaction */
     uint64_t commit_ns_sum; /* time spent in BEGIN..COMMIT */
     uint64_t queued;        /* ops waiting now */
+    uint64_t batch_hist[STORE_BATCH_BUCKETS + 1];
+    uint64_t commit_hist[STORE_COMMIT_BUCKETS + 1];
 };
 void store_get_stats(struct store *st, struct store_stats *out);
 

@@ -3,7 +3,8 @@
  *
  * Files: store.c (open, close, pragmas, schema and migrations, stats),
  * store_writer.c (the op queue and the writer thread), store_read.c (the
- * reader pool and every read). Internal cross-file names start `store__`.
+ * reader pool and every read), store_prune.c (retention pruning). Internal
+ * cross-file names start `store__`.
  * Nothing outside storage/ includes this header, except tests/unit/test_store.c
  * for the test seams at its end.
  *
@@ -67,7 +68,17 @@ enum store_col {
     COL_COUNT
 };
 
-enum store_op_kind { OP_INSERT, OP_UPDATE, OP_PROGRESS, OP_DELETE, OP_RECOVER };
+enum store_op_kind { OP_INSERT, OP_UPDATE, OP_PROGRESS, OP_DELETE, OP_RECOVER, OP_PRUNE };
+
+/* Where a prune op works; lives on store_prune_batch's stack, which waits
+ * (store_sync) for the writer. The writer works on `work`, a copy of the
+ * caller's struct, and the caller copies it back only when rc is 0, so a
+ * rolled-back batch leaves the caller's cursors and counts as they were. */
+struct store_prune_result {
+    struct store_prune work;
+    char (*ids)[ID_LEN + 1]; /* scratch for work.limit ids, allocated by the caller */
+    int rc;
+};
 
 /* Where a recover op leaves its result; lives on store_recover's stack, which
  * waits (store_sync) until the writer has filled it. */
@@ -89,6 +100,7 @@ struct store_op {
     double fraction;                     /* progress; < 0 stored as NULL */
     char *message;                       /* progress; owned, may be NULL */
     struct store_recover_result *recover; /* recover: not owned */
+    struct store_prune_result *prune;     /* prune: not owned */
     store_done_cb cb;                    /* insert, update, delete; may be NULL */
     void *ctx;
     struct store_op *superseded_by;      /* writer only: a later update of the same job in this batch */
@@ -138,6 +150,7 @@ struct store {
     /* Writer connection: see LOCKS above. */
     sqlite3 *wdb;
     sqlite3_stmt *wst[WST_COUNT];
+    sqlite3_stmt *prune_scan, *prune_delete; /* store_prune.c's statements, same rules as wst */
     struct store_op **dedup; /* writer thread only: open-addressing table, 2 * max_batch slots */
     pthread_t writer;
     bool writer_started; /* written by open before the thread exists, read by close */
@@ -180,7 +193,19 @@ int store__writer_prepare(struct store *st);
 int store__writer_start(struct store *st);
 /* Stops accepting ops, lets the writer commit what is queued, joins it. */
 void store__writer_stop(struct store *st);
+/* Appends an op to the writer's FIFO. Returns 0, or -ESHUTDOWN when the
+ * store is closing (the op stays the caller's). */
+int store__enqueue(struct store *st, struct store_op *op);
 void store__writer_finalize(struct store *st);
+
+/* Pruning (store_prune.c), on the writer connection. prepare: 0 or a
+ * negative errno; finalize accepts statements never prepared. exec runs a
+ * prune op inside the open transaction and returns 0, or a negative errno:
+ * any failure of its statements is treated as the transaction's (the batch is
+ * rolled back), so a batch never half-counts its deletions. */
+int store__prune_prepare(struct store *st);
+void store__prune_finalize(struct store *st);
+int store__prune_exec(struct store *st, struct store_prune_result *r);
 
 /* Reader side (store_read.c). Closes every idle read connection. */
 void store__readers_close(struct store *st);

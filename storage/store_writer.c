@@ -35,6 +35,22 @@
 #include "../common/log.h"
 #include "store_int.h"
 
+const uint64_t store_commit_bounds_ns[STORE_COMMIT_BUCKETS] = {
+    100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000, /* 0.1 ms .. 10 ms */
+    25000000, 50000000, 100000000, 250000000, 500000000, 1000000000, 2500000000u,
+};
+
+/* Adds one batch of n ops that took ns to the stats histograms. q_lock held. */
+static void stats_observe_batch(struct store_stats *s, uint64_t n, uint64_t ns)
+{
+    /* Smallest i with n <= 1 << i: the bit length of n - 1. */
+    int b = n <= 1 ? 0 : 64 - __builtin_clzll(n - 1);
+    s->batch_hist[b < STORE_BATCH_BUCKETS ? b : STORE_BATCH_BUCKETS]++;
+    int c = 0;
+    while (c < STORE_COMMIT_BUCKETS && ns > store_commit_bounds_ns[c]) c++;
+    s->commit_hist[c]++;
+}
+
 static const char *const wst_sql[WST_COUNT] = {
     [WST_BEGIN] = "BEGIN IMMEDIATE",
     [WST_COMMIT] = "COMMIT",
@@ -72,7 +88,7 @@ int store__writer_prepare(struct store *st)
         int ret = store__prepare(st->wdb, wst_sql[i], &st->wst[i]);
         if (ret) return ret;
     }
-    return 0;
+    return store__prune_prepare(st);
 }
 
 void store__writer_finalize(struct store *st)
@@ -81,6 +97,7 @@ void store__writer_finalize(struct store *st)
         sqlite3_finalize(st->wst[i]); /* accepts NULL; returns the last step's error only */
         st->wst[i] = NULL;
     }
+    store__prune_finalize(st);
 }
 
 /* ---- binding: each helper does nothing once *rc holds an error ---------- */
@@ -216,6 +233,7 @@ static int op_exec(struct store *st, struct store_op *op)
     sqlite3_stmt *s = NULL;
     int rc = SQLITE_OK, changes = 0;
     op->rc = 0;
+    if (op->kind == OP_PRUNE) return store__prune_exec(st, op->prune); /* its own statements */
     switch (op->kind) {
     case OP_INSERT:
         s = st->wst[WST_INSERT];
@@ -238,6 +256,8 @@ static int op_exec(struct store *st, struct store_op *op)
     case OP_RECOVER:
         s = st->wst[WST_RECOVER_REQUEUE];
         break;
+    case OP_PRUNE:
+        break; /* handled above */
     }
     if (rc != SQLITE_OK) { /* binding touches no data: always the op's own failure */
         LOG_WARN("store: cannot bind op: %s", sqlite3_errstr(rc));
@@ -279,6 +299,8 @@ static int op_exec(struct store *st, struct store_op *op)
         if (rc == SQLITE_OK) rc = step_reset(st, s);
         if (rc != SQLITE_DONE) goto fail;
         op->recover->failed = sqlite3_changes(db);
+        break;
+    case OP_PRUNE:
         break;
     }
     return 0;
@@ -382,6 +404,9 @@ static void batch_finish(struct store_op *batch, uint64_t *ok)
             op->recover->rc = op->rc;
             if (op->rc) op->recover->requeued = op->recover->failed = 0;
             break;
+        case OP_PRUNE:
+            op->prune->rc = op->rc; /* nonzero: rolled back, the caller drops op->prune->work */
+            break;
         }
         free(op);
     }
@@ -426,6 +451,7 @@ static void *writer_main(void *arg)
         st->stats.last_batch = n;
         if (n > st->stats.max_batch) st->stats.max_batch = n;
         st->stats.commit_ns_sum += (uint64_t)dt;
+        stats_observe_batch(&st->stats, n, (uint64_t)dt);
         st->q_done += n;
         pthread_cond_broadcast(&st->q_idle);
         pthread_mutex_unlock(&st->q_lock);
@@ -480,6 +506,11 @@ static int enqueue(struct store *st, struct store_op *op)
 out:
     pthread_mutex_unlock(&st->q_lock);
     return ret;
+}
+
+int store__enqueue(struct store *st, struct store_op *op)
+{
+    return enqueue(st, op);
 }
 
 /* Queues an insert or update. On any error the job is freed and cb is not called. */

@@ -51,6 +51,25 @@ else
   echo "  $bin is missing"; failed=$((failed + 1))
 fi
 
+# The container image (tests/container, `make test-container`): in CI, or where
+# podman is already set up (the first build on a machine takes minutes).
+if [ "$variant" = release ]; then
+  echo "== container tests"
+  if [ "${CI:-}" = true ] || { command -v podman >/dev/null 2>&1 &&
+       [ -e "${PODMAN_SETUP_DIR:-/var/tmp/podman-setup}/containers.conf" ]; }; then
+    out=$(tests/container/test_container.sh 2>&1 </dev/null); rc=$?
+    printf '%s\n' "$out" >>"$log"
+    last=$(grep -E '^[0-9]+ passed, [0-9]+ failed' <<<"$out" | tail -1)
+    awk '/^not ok/ {p = 1; print; next} /^    / {if (p) print; next} {p = 0}' <<<"$out" | head -60
+    echo "  test_container.sh: ${last:-no summary (exit $rc)}"
+    if [ -z "$last" ]; then failed=$((failed + 1)); printf '%s\n' "$out" | tail -30; else add_counts "$last"; fi
+    if [ $rc -ne 0 ] && [ -n "$last" ] && ! grep -qE ' [1-9][0-9]* failed' <<<"$last"; then failed=$((failed + 1)); fi
+  else
+    echo "  container tests: skipped (run make test-container; CI runs it)"
+    skipped=$((skipped + 1))
+  fi
+fi
+
 echo "(full output in $log)"
 if [ "$skipped" -gt 0 ]; then
   echo "$passed passed, $failed failed, $skipped skipped"

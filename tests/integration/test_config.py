@@ -54,7 +54,7 @@ def test_bad_listen(tmp_path, listen):
     assert_start_fails(tmp_path, ["--listen", listen, "--db", str(tmp_path / "jobd.db")], ["--listen"])
 
 
-@pytest.mark.parametrize("executors", ["x=process:0", "x=async:5000", "x=thread:0", "x=thread", "garbage",
+@pytest.mark.parametrize("executors", ["x=process:0", "x=process:5000", "x=async:1000001", "x=thread:0", "x=thread", "garbage",
                                        "a=thread:2,a=thread:1", "=thread:1", "x=fiber:2", "x=thread:two"])
 def test_bad_executors(tmp_path, executors):
     assert_start_fails(tmp_path, base_args(tmp_path) + ["--executors", executors], ["--executors"])

@@ -150,7 +150,7 @@ static void test_equals_form(void)
 static void test_env_sets_and_flag_overrides(void)
 {
     char *env[] = {"PATH=/bin", "JOBD_LISTEN=10.0.0.1:81", "JOBD_ALLOW_EXEC=1", "JOBD_HTTP_THREADS=3",
-                   "JOBD_LOG_LEVEL=warn", "JOBD_UNKNOWN_THING=x", "JOBD_DB=", NULL};
+                   "JOBD_LOG_LEVEL=warn", "JOBD_UNKNOWN_THING=x", "JOBD_DB=", "JOBD_INSECURE_NO_AUTH=1", NULL};
     char *argv[] = {"jobd", NULL};
     CHECK_EQ_INT(load(argv, env), CONFIG_OK);
     CHECK_EQ_STR(cfg.listen_host, "10.0.0.1");
@@ -227,7 +227,7 @@ static void test_file_every_kind_of_key(void)
 static void test_file_env_flag_precedence(void)
 {
     char path[64];
-    const char *json = "{\"listen\": \"1.1.1.1:1\", \"db\": \"file.db\", \"grace\": 1}";
+    const char *json = "{\"listen\": \"1.1.1.1:1\", \"db\": \"file.db\", \"grace\": 1, \"insecure_no_auth\": true}";
     char *env[] = {"JOBD_LISTEN=2.2.2.2:2", "JOBD_GRACE=2", NULL};
     char *argv[] = {"jobd", "--grace", "3", NULL};
     CHECK_EQ_INT(load_file(json, argv, env, path), CONFIG_OK);
@@ -491,6 +491,86 @@ static void test_help_and_version(void)
     free(buf);
 }
 
+static void test_retention_durations(void)
+{
+    char *argv[] = {"jobd", NULL};
+    CHECK_EQ_INT(load(argv, NULL), CONFIG_OK);
+    CHECK_EQ_INT(cfg.retention_ms, 7LL * 86400 * 1000);
+    CHECK_EQ_INT(cfg.retention_failed_ms, 30LL * 86400 * 1000);
+    CHECK_EQ_INT(cfg.prune_interval_ms, 60000);
+
+    char *argv2[] = {"jobd", "--retention", "12h", "--retention-failed=90s", "--prune-interval", "1", NULL};
+    CHECK_EQ_INT(load(argv2, NULL), CONFIG_OK);
+    CHECK_EQ_INT(cfg.retention_ms, 12LL * 3600 * 1000);
+    CHECK_EQ_INT(cfg.retention_failed_ms, 90000);
+    CHECK_EQ_INT(cfg.prune_interval_ms, 1000);
+
+    char *env[] = {"JOBD_RETENTION=0", "JOBD_RETENTION_FAILED=5m", "JOBD_PRUNE_INTERVAL=2m", NULL};
+    CHECK_EQ_INT(load(argv, env), CONFIG_OK);
+    CHECK_EQ_INT(cfg.retention_ms, 0); /* kept forever */
+    CHECK_EQ_INT(cfg.retention_failed_ms, 300000);
+    CHECK_EQ_INT(cfg.prune_interval_ms, 120000);
+
+    char path[64];
+    CHECK_EQ_INT(load_file("{\"retention\": \"2d\", \"retention_failed\": 3600}", NULL, NULL, path), CONFIG_OK);
+    CHECK_EQ_INT(cfg.retention_ms, 2LL * 86400 * 1000);
+    CHECK_EQ_INT(cfg.retention_failed_ms, 3600000);
+    CHECK_EQ_INT(load_file("{\"retention\": true}", NULL, NULL, path), CONFIG_ERROR);
+    CHECK_ERR_HAS("retention: expected a number of seconds or a duration string");
+
+    char *bad[][2] = {{"--retention", "7x"}, {"--retention", "d"}, {"--retention", "-1"}, {"--retention", "1.5h"},
+                      {"--retention", "7dd"}, {"--retention", " 7d"}, {"--prune-interval", "0"},
+                      {"--retention", "3651d"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *a[] = {"jobd", bad[i][0], bad[i][1], NULL};
+        CHECK_EQ_INT(load(a, NULL), CONFIG_ERROR);
+        CHECK_ERR_HAS(bad[i][0]);
+    }
+    char *a[] = {"jobd", "--retention", "7x", NULL};
+    CHECK_EQ_INT(load(a, NULL), CONFIG_ERROR);
+    CHECK_ERR_HAS("is not a duration");
+    char *b[] = {"jobd", "--prune-interval", "0", NULL};
+    CHECK_EQ_INT(load(b, NULL), CONFIG_ERROR);
+    CHECK_ERR_HAS("out of range 1s..86400s");
+}
+
+/* SPEC §3: without a token, loopback only unless told otherwise explicitly. */
+static void test_non_loopback_needs_a_token_or_insecure_no_auth(void)
+{
+    const char *loop[] = {"127.0.0.1:0", "127.9.8.7:1", "[::1]:0", "localhost:80", "LOCALHOST:80",
+                          "[::ffff:127.0.0.1]:0"};
+    for (size_t i = 0; i < sizeof loop / sizeof loop[0]; i++) {
+        char *a[] = {"jobd", "--listen", (char *)loop[i], NULL};
+        CHECK_EQ_INT(load(a, NULL), CONFIG_OK);
+    }
+    const char *open[] = {"0.0.0.0:8080", "10.1.2.3:80", "[::]:8080", "myhost:80", "128.0.0.1:1",
+                          "127.example.com:1"};
+    for (size_t i = 0; i < sizeof open / sizeof open[0]; i++) {
+        char *a[] = {"jobd", "--listen", (char *)open[i], NULL};
+        CHECK_EQ_INT(load(a, NULL), CONFIG_ERROR);
+        CHECK_ERR_HAS("--listen: ");
+        CHECK_ERR_HAS("--token");
+        CHECK_ERR_HAS("--token-file");
+        CHECK_ERR_HAS("JOBD_TOKEN");
+        CHECK_ERR_HAS("--insecure-no-auth");
+        char *b[] = {"jobd", "--listen", (char *)open[i], "--insecure-no-auth", NULL};
+        CHECK_EQ_INT(load(b, NULL), CONFIG_OK);
+        CHECK(cfg.insecure_no_auth);
+        char *c[] = {"jobd", "--listen", (char *)open[i], "--token", "t0k", NULL};
+        CHECK_EQ_INT(load(c, NULL), CONFIG_OK);
+    }
+    char *a[] = {"jobd", NULL};
+    char *env[] = {"JOBD_LISTEN=0.0.0.0:1", "JOBD_INSECURE_NO_AUTH=1", NULL};
+    CHECK_EQ_INT(load(a, env), CONFIG_OK);
+    char *env2[] = {"JOBD_LISTEN=0.0.0.0:1", "JOBD_INSECURE_NO_AUTH=0", NULL};
+    CHECK_EQ_INT(load(a, env2), CONFIG_ERROR);
+    char *env3[] = {"JOBD_LISTEN=0.0.0.0:1", "JOBD_TOKEN=abc", NULL};
+    CHECK_EQ_INT(load(a, env3), CONFIG_OK);
+    char path[64];
+    CHECK_EQ_INT(load_file("{\"listen\": \"0.0.0.0:1\", \"insecure_no_auth\": true}", NULL, NULL, path), CONFIG_OK);
+    CHECK_EQ_INT(load_file("{\"listen\": \"0.0.0.0:1\"}", NULL, NULL, path), CONFIG_ERROR);
+}
+
 int main(void)
 {
     RUN(test_defaults);
@@ -510,5 +590,7 @@ int main(void)
     RUN(test_token_never_echoed);
     RUN(test_unknown_flags_and_syntax);
     RUN(test_help_and_version);
+    RUN(test_retention_durations);
+    RUN(test_non_loopback_needs_a_token_or_insecure_no_auth);
     return harness_finish();
 }
