@@ -45,7 +45,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -565,21 +564,13 @@ static void ae_drain(struct executor *ex, int64_t grace_ms)
     exec_heap_fini(&left);
 
     int64_t end = clock_mono_ns() + (grace_ms > 0 ? grace_ms : 0) * 1000000LL;
-    bool told = false;
     pthread_mutex_lock(&ae->lock);
-    while (ae->busy > 0) {
-        if (!told && clock_mono_ns() >= end) {
-            ae->stop_all = true;
-            told = true;
-            pthread_mutex_unlock(&ae->lock);
-            uv_async_send(&ae->wake);
-            pthread_mutex_lock(&ae->lock);
-        } else if (told) {
-            pthread_cond_wait(&ae->idle_cv, &ae->lock);
-        } else {
-            struct timespec ts = {.tv_sec = end / 1000000000LL, .tv_nsec = end % 1000000000LL};
-            pthread_cond_timedwait(&ae->idle_cv, &ae->lock, &ts); /* timeout or wake: re-check */
-        }
+    if (!exec_wait_idle(&ae->lock, &ae->idle_cv, &ae->busy, end)) { /* the grace is over: stop them all */
+        ae->stop_all = true;
+        pthread_mutex_unlock(&ae->lock);
+        uv_async_send(&ae->wake);
+        pthread_mutex_lock(&ae->lock);
+        exec_wait_idle(&ae->lock, &ae->idle_cv, &ae->busy, INT64_MAX);
     }
     pthread_mutex_unlock(&ae->lock);
 }
@@ -638,11 +629,7 @@ int exec_async_new(const struct exec_config *cfg, const struct task_registry *ta
         return rc;
     }
     pthread_mutex_init(&ae->lock, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&ae->idle_cv, &attr);
-    pthread_condattr_destroy(&attr);
+    exec_cond_init_mono(&ae->idle_cv);
     ae->pid = (int)getpid();
     snprintf(ae->thread_name, sizeof ae->thread_name, "%s-0", cfg->name);
 

@@ -3,7 +3,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "../common/clock.h"
 #include "../common/log.h"
 #include "exec_int.h"
 
@@ -50,6 +52,29 @@ void exec_base_fini(struct executor *ex)
 {
     free(ex->name);
     ex->name = NULL;
+}
+
+void exec_cond_init_mono(pthread_cond_t *cv)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
+bool exec_wait_idle(pthread_mutex_t *lock, pthread_cond_t *cv, const int *busy, int64_t deadline_ns)
+{
+    while (*busy > 0) {
+        if (deadline_ns == INT64_MAX) {
+            pthread_cond_wait(cv, lock);
+            continue;
+        }
+        if (clock_mono_ns() >= deadline_ns) return false;
+        struct timespec ts = {.tv_sec = deadline_ns / 1000000000LL, .tv_nsec = deadline_ns % 1000000000LL};
+        pthread_cond_timedwait(cv, lock, &ts); /* timeout or wake: re-check */
+    }
+    return true;
 }
 
 int exec_job_cmp(const struct job *a, const struct job *b)

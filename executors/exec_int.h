@@ -4,6 +4,10 @@
 
 #include "exec.h"
 
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
 struct exec_vtable {
     int (*submit)(struct executor *ex, struct job *job);
     int (*cancel)(struct executor *ex, const char *job_id);
@@ -42,6 +46,18 @@ struct job *exec_heap_pop(struct exec_heap *h);            /* NULL when empty */
 /* Removes and returns the job with this id, or NULL. O(n). */
 struct job *exec_heap_remove_id(struct exec_heap *h, const char *id);
 void exec_heap_fini(struct exec_heap *h); /* frees the array, not the jobs */
+
+/* Initialises *cv on CLOCK_MONOTONIC, the clock of clock_mono_ns(), so that
+ * pthread_cond_timedwait() takes deadlines from it. Destroy with
+ * pthread_cond_destroy(). */
+void exec_cond_init_mono(pthread_cond_t *cv);
+
+/* Waits until *busy is 0 or clock_mono_ns() reaches deadline_ns (INT64_MAX:
+ * no deadline). The caller holds *lock, which guards *busy, on entry and on
+ * return; cv must come from exec_cond_init_mono() and be broadcast under
+ * *lock whenever *busy drops to 0. Returns true when *busy is 0, false when
+ * the deadline came first. */
+bool exec_wait_idle(pthread_mutex_t *lock, pthread_cond_t *cv, const int *busy, int64_t deadline_ns);
 
 /* Constructors of each kind. */
 int exec_thread_new(const struct exec_config *cfg, const struct task_registry *tasks,

@@ -262,26 +262,14 @@ static void te_drain(struct executor *ex, int64_t grace_ms)
     exec_heap_fini(&left);
 
     int64_t end = clock_mono_ns() + (grace_ms > 0 ? grace_ms : 0) * 1000000LL;
-    bool told = false;
     pthread_mutex_lock(&te->lock);
-    while (te->busy > 0) {
-        if (!told && clock_mono_ns() >= end) {
-            for (int i = 0; i < ex->size; i++)
-                if (te->slots[i].job) atomic_store(&te->slots[i].stop, 1);
-            told = true;
-            pthread_mutex_unlock(&te->lock);
-            for (int i = 0; i < ex->size; i++) slot_wake(&te->slots[i]);
-            pthread_mutex_lock(&te->lock);
-            continue;
-        }
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += 50 * 1000000L; /* re-check the grace deadline every 50 ms */
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&te->idle_cv, &te->lock, &ts);
+    if (!exec_wait_idle(&te->lock, &te->idle_cv, &te->busy, end)) { /* the grace is over: stop them all */
+        for (int i = 0; i < ex->size; i++)
+            if (te->slots[i].job) atomic_store(&te->slots[i].stop, 1);
+        pthread_mutex_unlock(&te->lock);
+        for (int i = 0; i < ex->size; i++) slot_wake(&te->slots[i]);
+        pthread_mutex_lock(&te->lock);
+        exec_wait_idle(&te->lock, &te->idle_cv, &te->busy, INT64_MAX);
     }
     pthread_mutex_unlock(&te->lock);
 }
@@ -312,15 +300,6 @@ static const struct exec_vtable thread_vtable = {
     .submit = te_submit, .cancel = te_cancel, .stats = te_stats, .drain = te_drain, .free = te_free,
 };
 
-static void init_mono_cond(pthread_cond_t *cv)
-{
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(cv, &attr);
-    pthread_condattr_destroy(&attr);
-}
-
 int exec_thread_new(const struct exec_config *cfg, const struct task_registry *tasks,
                     const struct exec_hooks *hooks, struct executor **out)
 {
@@ -332,8 +311,8 @@ int exec_thread_new(const struct exec_config *cfg, const struct task_registry *t
         return rc;
     }
     pthread_mutex_init(&te->lock, NULL);
-    init_mono_cond(&te->work_cv);
-    init_mono_cond(&te->idle_cv);
+    exec_cond_init_mono(&te->work_cv);
+    exec_cond_init_mono(&te->idle_cv);
     te->slots = calloc((size_t)cfg->size, sizeof *te->slots);
     if (!te->slots) {
         rc = -ENOMEM;
@@ -344,7 +323,7 @@ int exec_thread_new(const struct exec_config *cfg, const struct task_registry *t
         s->te = te;
         s->index = i;
         pthread_mutex_init(&s->wake_lock, NULL);
-        init_mono_cond(&s->wake_cv);
+        exec_cond_init_mono(&s->wake_cv);
         snprintf(s->name, sizeof s->name, "%s-%d", cfg->name, i);
     }
     for (int i = 0; i < cfg->size; i++) {

@@ -3,7 +3,8 @@
  *
  * Each task with arguments has one parse function that both its validate() (at
  * submit) and its run() (at start) call, so the two can never disagree. Parsing
- * rules, the same for every task:
+ * rules, the same for every task (the task_args_*() helpers of registry.c,
+ * task_extra_int.h, apply them):
  *
  *   - args must be a JSON object (noop and echo take any JSON value);
  *   - a field not in the task's list is refused ("args.<name>"), and so is a
@@ -37,8 +38,8 @@
 #include <uv.h>
 
 #include "../common/clock.h"
+#include "task_extra_int.h"
 
-#define ARGS_MAX_FIELDS 4         /* fields a built-in task accepts, at most */
 #define SLEEP_MAX_S 86400.0       /* one day */
 #define SQUARE_MAX_ABS 1e150      /* so that n * n stays finite */
 #define CRUNCH_MAX 1e12           /* iterations */
@@ -49,190 +50,8 @@
 #define SHA256_ROUNDS_MAX 1e7
 #define SHA256_POLL 10000u         /* rounds between two should_stop polls */
 #define FAIL_DEFAULT_MESSAGE "task failed on purpose"
-#define SHOW_MAX 40                /* bytes of a string value quoted in a message */
 
-/* ---- messages ------------------------------------------------------------ */
-
-/* The longest prefix of s, at most max bytes, that does not cut a UTF-8 sequence. */
-static size_t utf8_prefix(const char *s, size_t max)
-{
-    size_t len = strlen(s);
-    if (len <= max) return len;
-    size_t k = max;
-    while (k > 0 && ((unsigned char)s[k] & 0xC0) == 0x80) k--;
-    return k;
-}
-
-/* Writes v in the shortest form that reads back as the same double. */
-static void format_number(double v, char *out, size_t size)
-{
-    if (!isfinite(v)) {
-        snprintf(out, size, "%s", "a number too large to represent");
-        return;
-    }
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(out, size, "%.*g", prec, v);
-        if (strtod(out, NULL) == v) return;
-    }
-}
-
-/* Describes a JSON value for "got ..." in a message: a short quoted, escaped
- * string, a number, true/false/null, or "an object"/"an array". */
-static void describe_value(const cJSON *v, char *out, size_t size)
-{
-    if (cJSON_IsString(v) && v->valuestring) {
-        const char *s = v->valuestring;
-        size_t n = utf8_prefix(s, SHOW_MAX), o = 0, i = 0;
-        if (size < 32) {
-            snprintf(out, size, "%s", "a string");
-            return;
-        }
-        out[o++] = '"';
-        for (; i < n; i++) {
-            unsigned char c = (unsigned char)s[i];
-            /* At a sequence start, keep room for its bytes (4) or an escape (6),
-             * then '..."' and the NUL. */
-            if ((c & 0xC0) != 0x80 && o + 16 > size) break;
-            if (c == '"' || c == '\\') {
-                out[o++] = '\\';
-                out[o++] = (char)c;
-            } else if (c < 0x20) {
-                o += (size_t)snprintf(out + o, size - o, "\\u%04x", c);
-            } else {
-                out[o++] = (char)c;
-            }
-        }
-        snprintf(out + o, size - o, "%s", s[i] ? "...\"" : "\"");
-    } else if (cJSON_IsNumber(v)) {
-        format_number(v->valuedouble, out, size);
-    } else if (cJSON_IsTrue(v)) {
-        snprintf(out, size, "%s", "true");
-    } else if (cJSON_IsFalse(v)) {
-        snprintf(out, size, "%s", "false");
-    } else if (cJSON_IsNull(v)) {
-        snprintf(out, size, "%s", "null");
-    } else if (cJSON_IsArray(v)) {
-        snprintf(out, size, "%s", "an array");
-    } else if (cJSON_IsObject(v)) {
-        snprintf(out, size, "%s", "an object");
-    } else {
-        snprintf(out, size, "%s", "an unsupported value");
-    }
-}
-
-/* ---- argument parsing ---------------------------------------------------- */
-
-/* What a task's args object may hold. */
-struct args_spec {
-    const char *task;                     /* for messages */
-    const char *example;                  /* a valid args object, for messages */
-    const char *fields[ARGS_MAX_FIELDS];  /* allowed names, NULL-terminated (so < ARGS_MAX_FIELDS) */
-};
-
-/* Checks that args is an object holding only spec's fields, each at most once.
- * Returns 0, or -1 with err set. */
-static int args_check_object(const cJSON *args, const struct args_spec *spec, struct api_err *err)
-{
-    char got[64];
-    if (!cJSON_IsObject(args)) {
-        describe_value(args, got, sizeof got);
-        return api_err_set(err, API_INVALID_ARGUMENT, "args", "args of %s must be a JSON object such as %s, got %s.",
-                           spec->task, spec->example, got);
-    }
-    int seen[ARGS_MAX_FIELDS] = {0};
-    for (const cJSON *c = args->child; c; c = c->next) {
-        const char *key = c->string ? c->string : "";
-        size_t i = 0;
-        while (spec->fields[i] && strcmp(spec->fields[i], key) != 0) i++;
-        if (spec->fields[i] && ++seen[i] == 1) continue;
-
-        /* The path must fit err->field ("args." + key + NUL) without cutting UTF-8. */
-        char field[sizeof err->field];
-        snprintf(field, sizeof field, "args.%.*s", (int)utf8_prefix(key, sizeof field - 6), key);
-        if (spec->fields[i])
-            return api_err_set(err, API_INVALID_ARGUMENT, field, "%s appears more than once in args; give it once.",
-                               field);
-        char allowed[128] = "";
-        size_t o = 0;
-        for (size_t j = 0; spec->fields[j] && o < sizeof allowed; j++)
-            o += (size_t)snprintf(allowed + o, sizeof allowed - o, "%s\"%s\"",
-                                  j == 0 ? "" : spec->fields[j + 1] ? ", " : " and ", spec->fields[j]);
-        char shown[72];
-        snprintf(shown, sizeof shown, "%.*s", (int)utf8_prefix(key, 64), key);
-        return api_err_set(err, API_INVALID_ARGUMENT, field,
-                           "args has no field \"%s\"; task %s accepts only %s, e.g. %s.", shown, spec->task,
-                           allowed, spec->example);
-    }
-    return 0;
-}
-
-/* A numeric field: bounds, integrality, and the words that describe them. */
-struct num_spec {
-    const char *key;
-    double min, max;
-    bool integer;
-    bool required;
-    double dflt;       /* when not required and absent or null */
-    const char *range; /* "a number from 0 to 86400" */
-    const char *example;
-};
-
-/* Reads args.<key> (args already checked to be an object). Returns 0 and *out,
- * or -1 with err set. */
-static int args_get_number(const cJSON *args, const struct num_spec *ns, double *out, struct api_err *err)
-{
-    char field[64], got[64];
-    snprintf(field, sizeof field, "args.%s", ns->key);
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(args, ns->key);
-    if (!v || (cJSON_IsNull(v) && !ns->required)) {
-        if (ns->required)
-            return api_err_set(err, API_INVALID_ARGUMENT, field, "%s is required: %s, e.g. %s.", field, ns->range,
-                               ns->example);
-        *out = ns->dflt;
-        return 0;
-    }
-    bool ok = cJSON_IsNumber(v) && isfinite(v->valuedouble) && v->valuedouble >= ns->min &&
-              v->valuedouble <= ns->max && (!ns->integer || v->valuedouble == floor(v->valuedouble));
-    if (!ok) {
-        describe_value(v, got, sizeof got);
-        return api_err_set(err, API_INVALID_ARGUMENT, field, "%s must be %s, got %s.", field, ns->range, got);
-    }
-    *out = v->valuedouble + 0.0; /* + 0.0 turns -0 into 0 */
-    return 0;
-}
-
-/* Reads the string args.<key>: NULL in *out when absent or null (optional),
- * refused when longer than max_len bytes. Returns 0, or -1 with err set. */
-static int args_get_string(const cJSON *args, const char *key, bool required, size_t max_len, const char *example,
-                           const char **out, struct api_err *err)
-{
-    char field[64], got[64];
-    snprintf(field, sizeof field, "args.%s", key);
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(args, key);
-    *out = NULL;
-    if (!v || (cJSON_IsNull(v) && !required)) {
-        if (required)
-            return api_err_set(err, API_INVALID_ARGUMENT, field, "%s is required: a string, e.g. %s.", field,
-                               example);
-        return 0;
-    }
-    if (!cJSON_IsString(v) || !v->valuestring) {
-        describe_value(v, got, sizeof got);
-        return api_err_set(err, API_INVALID_ARGUMENT, field, "%s must be a string, got %s.", field, got);
-    }
-    size_t len = strlen(v->valuestring);
-    if (len > max_len)
-        return api_err_set(err, API_INVALID_ARGUMENT, field, "%s must be at most %zu bytes long, got %zu bytes.",
-                           field, max_len, len);
-    *out = v->valuestring;
-    return 0;
-}
-
-/* For run(): stored args that no longer parse are the task's failure. */
-static int fail_bad_args(struct task_ctx *ctx, const struct api_err *err)
-{
-    return task_fail(ctx, JOB_ERR_TASK, "invalid args: %s", err->message);
-}
+/* ---- results ------------------------------------------------------------ */
 
 /* Sets ctx->result, or fails when building it ran out of memory (result is NULL). */
 static int set_result(struct task_ctx *ctx, cJSON *result)
@@ -240,12 +59,6 @@ static int set_result(struct task_ctx *ctx, cJSON *result)
     if (!result) return task_fail(ctx, JOB_ERR_TASK, "out of memory while building the result");
     ctx->result = result;
     return 0;
-}
-
-/* The async twins of fail_bad_args() and set_result(). */
-static int afail_bad_args(struct task_actx *actx, const struct api_err *err)
-{
-    return task_afail(actx, JOB_ERR_TASK, "invalid args: %s", err->message);
 }
 
 /* For a start() that finishes at once: 1 with the result, or -1 when building
@@ -291,14 +104,16 @@ static int echo_start(struct task_actx *actx)
 
 /* ---- sleep --------------------------------------------------------------- */
 
-static const struct args_spec sleep_args = {"sleep", "{\"seconds\": 1}", {"seconds", NULL}};
-static const struct num_spec sleep_seconds = {
-    "seconds", 0, SLEEP_MAX_S, false, true, 0, "a number from 0 to 86400", "{\"seconds\": 1}"};
+#define SLEEP_EXAMPLE "{\"seconds\": 1}"
+static const char *const sleep_fields[] = {"seconds", NULL};
+static const struct task_num_spec sleep_seconds = {
+    .key = "seconds", .max = SLEEP_MAX_S, .required = true, .range = "a number from 0 to 86400",
+    .example = SLEEP_EXAMPLE};
 
 static int sleep_parse(const cJSON *args, double *seconds, struct api_err *err)
 {
-    if (args_check_object(args, &sleep_args, err) < 0) return -1;
-    return args_get_number(args, &sleep_seconds, seconds, err);
+    if (task_args_object(args, "sleep", SLEEP_EXAMPLE, sleep_fields, err) < 0) return -1;
+    return task_args_number(args, &sleep_seconds, seconds, err);
 }
 
 static int sleep_validate(const cJSON *args, struct api_err *err)
@@ -322,7 +137,7 @@ static int sleep_run(struct task_ctx *ctx)
 {
     struct api_err err;
     double seconds = 0;
-    if (sleep_parse(ctx->args, &seconds, &err) < 0) return fail_bad_args(ctx, &err);
+    if (sleep_parse(ctx->args, &seconds, &err) < 0) return task_fail_args(ctx, &err);
 
     int64_t start_ns = clock_mono_ns();
     int rc = ctx->sleep_ms(ctx, (int64_t)llround(seconds * 1000.0));
@@ -378,7 +193,7 @@ static int sleep_start(struct task_actx *actx)
 {
     struct api_err err;
     double seconds = 0;
-    if (sleep_parse(actx->args, &seconds, &err) < 0) return afail_bad_args(actx, &err);
+    if (sleep_parse(actx->args, &seconds, &err) < 0) return task_afail_args(actx, &err);
     uint64_t ms = (uint64_t)llround(seconds * 1000.0);
     if (ms == 0) return aset_result(actx, sleep_result(seconds));
 
@@ -397,14 +212,16 @@ static int sleep_start(struct task_actx *actx)
 
 /* ---- square -------------------------------------------------------------- */
 
-static const struct args_spec square_args = {"square", "{\"n\": 3}", {"n", NULL}};
-static const struct num_spec square_n = {
-    "n", -SQUARE_MAX_ABS, SQUARE_MAX_ABS, false, true, 0, "a finite number from -1e150 to 1e150", "{\"n\": 3}"};
+#define SQUARE_EXAMPLE "{\"n\": 3}"
+static const char *const square_fields[] = {"n", NULL};
+static const struct task_num_spec square_n = {
+    .key = "n", .min = -SQUARE_MAX_ABS, .max = SQUARE_MAX_ABS, .required = true,
+    .range = "a finite number from -1e150 to 1e150", .example = SQUARE_EXAMPLE};
 
 static int square_parse(const cJSON *args, double *n, struct api_err *err)
 {
-    if (args_check_object(args, &square_args, err) < 0) return -1;
-    return args_get_number(args, &square_n, n, err);
+    if (task_args_object(args, "square", SQUARE_EXAMPLE, square_fields, err) < 0) return -1;
+    return task_args_number(args, &square_n, n, err);
 }
 
 static int square_validate(const cJSON *args, struct api_err *err)
@@ -417,7 +234,7 @@ static int square_run(struct task_ctx *ctx)
 {
     struct api_err err;
     double n = 0;
-    if (square_parse(ctx->args, &n, &err) < 0) return fail_bad_args(ctx, &err);
+    if (square_parse(ctx->args, &n, &err) < 0) return task_fail_args(ctx, &err);
     return set_result(ctx, cJSON_CreateNumber(n * n));
 }
 
@@ -425,22 +242,22 @@ static int square_start(struct task_actx *actx)
 {
     struct api_err err;
     double n = 0;
-    if (square_parse(actx->args, &n, &err) < 0) return afail_bad_args(actx, &err);
+    if (square_parse(actx->args, &n, &err) < 0) return task_afail_args(actx, &err);
     return aset_result(actx, cJSON_CreateNumber(n * n));
 }
 
 /* ---- crunch -------------------------------------------------------------- */
 
-static const struct args_spec crunch_args = {"crunch", "{\"iterations\": 10000000}", {"iterations", NULL}};
-static const struct num_spec crunch_iterations = {
-    "iterations", 0, CRUNCH_MAX, true, false, CRUNCH_DEFAULT, "an integer from 0 to 1000000000000",
-    "{\"iterations\": 10000000}"};
+static const char *const crunch_fields[] = {"iterations", NULL};
+static const struct task_num_spec crunch_iterations = {
+    .key = "iterations", .max = CRUNCH_MAX, .integer = true, .dflt = CRUNCH_DEFAULT,
+    .range = "an integer from 0 to 1000000000000"};
 
 static int crunch_parse(const cJSON *args, uint64_t *iterations, struct api_err *err)
 {
     double d = 0;
-    if (args_check_object(args, &crunch_args, err) < 0) return -1;
-    if (args_get_number(args, &crunch_iterations, &d, err) < 0) return -1;
+    if (task_args_object(args, "crunch", "{\"iterations\": 10000000}", crunch_fields, err) < 0) return -1;
+    if (task_args_number(args, &crunch_iterations, &d, err) < 0) return -1;
     *iterations = (uint64_t)d; /* integral and in [0, 1e12]: exact */
     return 0;
 }
@@ -472,7 +289,7 @@ static int crunch_run(struct task_ctx *ctx)
 {
     struct api_err err;
     uint64_t n = 0;
-    if (crunch_parse(ctx->args, &n, &err) < 0) return fail_bad_args(ctx, &err);
+    if (crunch_parse(ctx->args, &n, &err) < 0) return task_fail_args(ctx, &err);
 
     /* Work in chunks: progress at each chunk end that crosses the next hundredth,
      * a should_stop poll at each chunk end (at most CRUNCH_POLL iterations apart). */
@@ -509,16 +326,17 @@ static int crunch_run(struct task_ctx *ctx)
 
 /* ---- sha256 -------------------------------------------------------------- */
 
-static const struct args_spec sha256_args = {"sha256", "{\"data\": \"abc\", \"rounds\": 1}", {"data", "rounds", NULL}};
-static const struct num_spec sha256_rounds = {
-    "rounds", 1, SHA256_ROUNDS_MAX, true, false, 1, "an integer from 1 to 10000000", "{\"data\": \"abc\", \"rounds\": 2}"};
+static const char *const sha256_fields[] = {"data", "rounds", NULL};
+static const struct task_num_spec sha256_rounds = {
+    .key = "rounds", .min = 1, .max = SHA256_ROUNDS_MAX, .integer = true, .dflt = 1,
+    .range = "an integer from 1 to 10000000"};
 
 static int sha256_parse(const cJSON *args, const char **data, uint64_t *rounds, struct api_err *err)
 {
     double d = 0;
-    if (args_check_object(args, &sha256_args, err) < 0) return -1;
-    if (args_get_string(args, "data", true, SHA256_DATA_MAX, "{\"data\": \"abc\"}", data, err) < 0) return -1;
-    if (args_get_number(args, &sha256_rounds, &d, err) < 0) return -1;
+    if (task_args_object(args, "sha256", "{\"data\": \"abc\", \"rounds\": 1}", sha256_fields, err) < 0) return -1;
+    if (task_args_string(args, "data", true, SHA256_DATA_MAX, "{\"data\": \"abc\"}", data, err) < 0) return -1;
+    if (task_args_number(args, &sha256_rounds, &d, err) < 0) return -1;
     *rounds = (uint64_t)d;
     return 0;
 }
@@ -544,7 +362,7 @@ static int sha256_run(struct task_ctx *ctx)
     cJSON *result = NULL;
 
     if (sha256_parse(ctx->args, &data, &rounds, &err) < 0) {
-        rc = fail_bad_args(ctx, &err);
+        rc = task_fail_args(ctx, &err);
         goto out;
     }
     md = EVP_MD_CTX_new();
@@ -596,13 +414,14 @@ out:
 
 /* ---- fail ---------------------------------------------------------------- */
 
-static const struct args_spec fail_args = {"fail", "{\"message\": \"boom\"}", {"message", NULL}};
+#define FAIL_EXAMPLE "{\"message\": \"boom\"}"
+static const char *const fail_fields[] = {"message", NULL};
 
 /* The message is not limited here: task_fail() truncates it to fit the error. */
 static int fail_parse(const cJSON *args, const char **message, struct api_err *err)
 {
-    if (args_check_object(args, &fail_args, err) < 0) return -1;
-    if (args_get_string(args, "message", false, SIZE_MAX, "{\"message\": \"boom\"}", message, err) < 0) return -1;
+    if (task_args_object(args, "fail", FAIL_EXAMPLE, fail_fields, err) < 0) return -1;
+    if (task_args_string(args, "message", false, SIZE_MAX, FAIL_EXAMPLE, message, err) < 0) return -1;
     if (!*message) *message = FAIL_DEFAULT_MESSAGE;
     return 0;
 }
@@ -617,7 +436,7 @@ static int fail_run(struct task_ctx *ctx)
 {
     struct api_err err;
     const char *message = NULL;
-    if (fail_parse(ctx->args, &message, &err) < 0) return fail_bad_args(ctx, &err);
+    if (fail_parse(ctx->args, &message, &err) < 0) return task_fail_args(ctx, &err);
     return task_fail(ctx, JOB_ERR_TASK, "%s", message);
 }
 
@@ -625,7 +444,7 @@ static int fail_start(struct task_actx *actx)
 {
     struct api_err err;
     const char *message = NULL;
-    if (fail_parse(actx->args, &message, &err) < 0) return afail_bad_args(actx, &err);
+    if (fail_parse(actx->args, &message, &err) < 0) return task_afail_args(actx, &err);
     return task_afail(actx, JOB_ERR_TASK, "%s", message);
 }
 

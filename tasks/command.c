@@ -278,7 +278,7 @@ static int command_run(const struct command *c, struct task_ctx *ctx)
     struct task_exec_spec spec;
     char **argv = NULL;
     int rc = command_fill(c, ctx->args, &argv, &err);
-    if (rc == -1) return task_fail(ctx, JOB_ERR_TASK, "invalid args: %s", err.message);
+    if (rc == -1) return task_fail_args(ctx, &err);
     if (rc < 0) return task_fail(ctx, JOB_ERR_TASK, "out of memory");
     command_spec(c, argv, &spec);
     spec.timeout_ms = ctx->deadline_ns == 0 ? c->timeout_ms : 0; /* the job's own timeout wins */
@@ -293,7 +293,7 @@ static int command_start(const struct command *c, struct task_actx *actx)
     struct task_exec_spec spec;
     char **argv = NULL;
     int rc = command_fill(c, actx->args, &argv, &err);
-    if (rc == -1) return task_afail(actx, JOB_ERR_TASK, "invalid args: %s", err.message);
+    if (rc == -1) return task_afail_args(actx, &err);
     if (rc < 0) return task_afail(actx, JOB_ERR_TASK, "out of memory");
     command_spec(c, argv, &spec);
     spec.timeout_ms = c->timeout_ms; /* see DESIGN: no deadline in the async contract */

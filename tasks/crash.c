@@ -81,7 +81,7 @@ static int crash_run(struct task_ctx *ctx)
 {
     struct api_err err;
     int sig = 0;
-    if (crash_parse(ctx->args, &sig, &err) < 0) return task_fail(ctx, JOB_ERR_TASK, "invalid args: %s", err.message);
+    if (crash_parse(ctx->args, &sig, &err) < 0) return task_fail_args(ctx, &err);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

@@ -180,7 +180,7 @@ static int exec_run(struct task_ctx *ctx)
     struct task_exec_spec spec;
     struct api_err err;
     int rc = exec_spec_from_args(ctx->args, &x, &spec, &err) < 0
-                 ? task_fail(ctx, JOB_ERR_TASK, "invalid args: %s", err.message)
+                 ? task_fail_args(ctx, &err)
                  : task_exec_run(ctx, &spec);
     exec_args_free(&x);
     return rc;
@@ -192,7 +192,7 @@ static int exec_start(struct task_actx *actx)
     struct task_exec_spec spec;
     struct api_err err;
     int rc = exec_spec_from_args(actx->args, &x, &spec, &err) < 0
-                 ? task_afail(actx, JOB_ERR_TASK, "invalid args: %s", err.message)
+                 ? task_afail_args(actx, &err)
                  : task_exec_start(actx, &spec);
     exec_args_free(&x); /* uv_spawn copied what the child needs */
     return rc;

@@ -72,6 +72,13 @@ struct http_req {
     size_t max_bytes;
 };
 
+static const struct task_num_spec http_timeout = {
+    .key = "timeout", .min = 0.001, .max = HTTP_TIMEOUT_MAX_S, .dflt = HTTP_TIMEOUT_DEFAULT_S,
+    .range = "a number of seconds from 0.001 to 600"};
+static const struct task_num_spec http_max_bytes = {
+    .key = "max_bytes", .max = HTTP_MAX_BYTES_MAX, .integer = true, .dflt = HTTP_MAX_BYTES_DEFAULT,
+    .range = "an integer from 0 to 67108864 (64 MiB)"};
+
 static int http_parse(const cJSON *args, struct http_req *q, struct api_err *err)
 {
     double d = 0;
@@ -88,10 +95,8 @@ static int http_parse(const cJSON *args, struct http_req *q, struct api_err *err
         if ((unsigned char)*p <= ' ' || *p == 0x7f)
             return api_err_set(err, API_INVALID_ARGUMENT, "args.url",
                                "args.url must not hold spaces or control characters; percent-encode them.");
-    if (task_args_number(args, "timeout", 0.001, HTTP_TIMEOUT_MAX_S, false, HTTP_TIMEOUT_DEFAULT_S,
-                         "a number of seconds from 0.001 to 600", &q->timeout_s, err) < 0 ||
-        task_args_number(args, "max_bytes", 0, HTTP_MAX_BYTES_MAX, true, HTTP_MAX_BYTES_DEFAULT,
-                         "an integer from 0 to 67108864 (64 MiB)", &d, err) < 0)
+    if (task_args_number(args, &http_timeout, &q->timeout_s, err) < 0 ||
+        task_args_number(args, &http_max_bytes, &d, err) < 0)
         return -1;
     q->max_bytes = (size_t)d;
     return 0;
@@ -314,7 +319,7 @@ static int http_get_run(struct task_ctx *ctx)
 
     memset(&r, 0, sizeof r);
     if (http_parse(ctx->args, &q, &err) < 0) {
-        rc = task_fail(ctx, JOB_ERR_TASK, "invalid args: %s", err.message);
+        rc = task_fail_args(ctx, &err);
         goto out;
     }
     if (!(e = http_easy_new(&q, &r)) || !(m = curl_multi_init()) || curl_multi_add_handle(m, e) != CURLM_OK) {
@@ -592,7 +597,7 @@ static int http_get_start(struct task_actx *a)
     if (!x) return task_afail(a, JOB_ERR_TASK, "out of memory");
     if (http_parse(a->args, &x->req, &err) < 0) {
         free(x);
-        return task_afail(a, JOB_ERR_TASK, "invalid args: %s", err.message);
+        return task_afail_args(a, &err);
     }
     if (!(x->easy = http_easy_new(&x->req, &x->resp)) ||
         curl_easy_setopt(x->easy, CURLOPT_PRIVATE, (char *)x) != CURLE_OK || !(cl = cl_get(a->loop)) ||

@@ -23,8 +23,9 @@
  *            command tasks' state, plugins' library handles, curl's global
  *            state. Freed in reverse order, so a plugin is unloaded last.
  *
- * Besides the registry, this file holds the argument helpers and the text
- * conversion that the tasks beyond builtin.c share (task_extra_int.h).
+ * Besides the registry, this file holds what the tasks share (task_extra_int.h):
+ * the argument helpers that every task's parse function uses, and the text
+ * conversion of a program's output.
  */
 #include "task.h"
 
@@ -304,9 +305,11 @@ static size_t utf8_seq_len(unsigned char lead)
     return 1;
 }
 
-/* Formats an error message into buf (size bytes): a message that does not fit
- * is cut without splitting a UTF-8 sequence, so it stays valid in JSON. */
-static void format_error(char *buf, size_t size, const char *fmt, va_list ap)
+/* Formats an error message into buf (size bytes) and sets *type_out: the body
+ * of task_fail() and task_afail(). A message that does not fit is cut without
+ * splitting a UTF-8 sequence, so it stays valid in JSON. Returns -1. */
+static int vfail(enum job_error_type *type_out, char *buf, size_t size, enum job_error_type type, const char *fmt,
+                 va_list ap)
 {
     int n = vsnprintf(buf, size, fmt, ap);
     if (n < 0) {
@@ -317,29 +320,39 @@ static void format_error(char *buf, size_t size, const char *fmt, va_list ap)
         if (j > 0 && (unsigned char)buf[j - 1] >= 0xC0 && j - 1 + utf8_seq_len((unsigned char)buf[j - 1]) > len)
             buf[j - 1] = '\0';
     }
+    *type_out = type;
+    return -1;
 }
 
 int task_fail(struct task_ctx *ctx, enum job_error_type type, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    format_error(ctx->error_message, sizeof ctx->error_message, fmt, ap);
+    int rc = vfail(&ctx->error_type, ctx->error_message, sizeof ctx->error_message, type, fmt, ap);
     va_end(ap);
-    ctx->error_type = type;
-    return -1;
+    return rc;
 }
 
 int task_afail(struct task_actx *actx, enum job_error_type type, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    format_error(actx->error_message, sizeof actx->error_message, fmt, ap);
+    int rc = vfail(&actx->error_type, actx->error_message, sizeof actx->error_message, type, fmt, ap);
     va_end(ap);
-    actx->error_type = type;
-    return -1;
+    return rc;
 }
 
-/* ---- argument helpers of the tasks beyond builtin.c ---------------------- */
+int task_fail_args(struct task_ctx *ctx, const struct api_err *err)
+{
+    return task_fail(ctx, JOB_ERR_TASK, "invalid args: %s", err->message);
+}
+
+int task_afail_args(struct task_actx *actx, const struct api_err *err)
+{
+    return task_afail(actx, JOB_ERR_TASK, "invalid args: %s", err->message);
+}
+
+/* ---- argument helpers of every task -------------------------------------- */
 
 #define SHOW_MAX 40 /* bytes of a string value quoted in a message */
 
@@ -359,15 +372,33 @@ int task_utf8_clip(const char *s, size_t max)
     return n > INT_MAX ? INT_MAX : (int)n;
 }
 
+/* Writes v in the shortest form that reads back as the same double. */
+static void format_number(double v, char *out, size_t size)
+{
+    if (!isfinite(v)) {
+        snprintf(out, size, "%s", "a number too large to represent");
+        return;
+    }
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(out, size, "%.*g", prec, v);
+        if (strtod(out, NULL) == v) return;
+    }
+}
+
 void task_describe_value(const cJSON *v, char *out, size_t size)
 {
-    if (cJSON_IsString(v) && v->valuestring && size >= 32) {
+    if (cJSON_IsString(v) && v->valuestring) {
         const char *s = v->valuestring;
         size_t n = utf8_prefix(s, SHOW_MAX), o = 0, i = 0;
+        if (size < 32) {
+            snprintf(out, size, "%s", "a string");
+            return;
+        }
         out[o++] = '"';
         for (; i < n; i++) {
             unsigned char c = (unsigned char)s[i];
-            /* At a sequence start, keep room for an escape and '..."' + NUL. */
+            /* At a sequence start, keep room for its bytes (4) or an escape (6),
+             * then '..."' and the NUL. */
             if ((c & 0xC0) != 0x80 && o + 16 > size) break;
             if (c == '"' || c == '\\') {
                 out[o++] = '\\';
@@ -379,24 +410,20 @@ void task_describe_value(const cJSON *v, char *out, size_t size)
             }
         }
         snprintf(out + o, size - o, "%s", s[i] ? "...\"" : "\"");
-    } else if (cJSON_IsString(v)) {
-        snprintf(out, size, "%s", "a string");
     } else if (cJSON_IsNumber(v)) {
-        snprintf(out, size, "%.17g", v->valuedouble);
-        for (int prec = 1; prec <= 17; prec++) { /* the shortest form that reads back the same */
-            char buf[40];
-            snprintf(buf, sizeof buf, "%.*g", prec, v->valuedouble);
-            if (strtod(buf, NULL) == v->valuedouble) {
-                snprintf(out, size, "%s", buf);
-                break;
-            }
-        }
-    } else if (cJSON_IsBool(v)) {
-        snprintf(out, size, "%s", cJSON_IsTrue(v) ? "true" : "false");
+        format_number(v->valuedouble, out, size);
+    } else if (cJSON_IsTrue(v)) {
+        snprintf(out, size, "%s", "true");
+    } else if (cJSON_IsFalse(v)) {
+        snprintf(out, size, "%s", "false");
     } else if (cJSON_IsNull(v)) {
         snprintf(out, size, "%s", "null");
+    } else if (cJSON_IsArray(v)) {
+        snprintf(out, size, "%s", "an array");
+    } else if (cJSON_IsObject(v)) {
+        snprintf(out, size, "%s", "an object");
     } else {
-        snprintf(out, size, "%s", cJSON_IsArray(v) ? "an array" : cJSON_IsObject(v) ? "an object" : "a value");
+        snprintf(out, size, "%s", "an unsupported value");
     }
 }
 
@@ -458,21 +485,23 @@ int task_args_string(const cJSON *args, const char *key, bool required, size_t m
     return 0;
 }
 
-int task_args_number(const cJSON *args, const char *key, double min, double max, bool integer, double dflt,
-                     const char *range, double *out, struct api_err *err)
+int task_args_number(const cJSON *args, const struct task_num_spec *ns, double *out, struct api_err *err)
 {
     char field[64], got[64];
-    snprintf(field, sizeof field, "args.%s", key);
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(args, key);
-    if (!v || cJSON_IsNull(v)) {
-        *out = dflt;
+    snprintf(field, sizeof field, "args.%s", ns->key);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(args, ns->key);
+    if (!v || (cJSON_IsNull(v) && !ns->required)) {
+        if (ns->required)
+            return api_err_set(err, API_INVALID_ARGUMENT, field, "%s is required: %s, e.g. %s.", field, ns->range,
+                               ns->example);
+        *out = ns->dflt;
         return 0;
     }
-    bool ok = cJSON_IsNumber(v) && isfinite(v->valuedouble) && v->valuedouble >= min && v->valuedouble <= max &&
-              (!integer || v->valuedouble == floor(v->valuedouble));
+    bool ok = cJSON_IsNumber(v) && isfinite(v->valuedouble) && v->valuedouble >= ns->min &&
+              v->valuedouble <= ns->max && (!ns->integer || v->valuedouble == floor(v->valuedouble));
     if (!ok) {
         task_describe_value(v, got, sizeof got);
-        return api_err_set(err, API_INVALID_ARGUMENT, field, "%s must be %s, got %s.", field, range, got);
+        return api_err_set(err, API_INVALID_ARGUMENT, field, "%s must be %s, got %s.", field, ns->range, got);
     }
     *out = v->valuedouble + 0.0; /* + 0.0 turns -0 into 0 */
     return 0;

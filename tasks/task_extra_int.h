@@ -1,5 +1,6 @@
-/* task_extra_int.h - private to tasks/: the tasks beyond builtin.c (http_get,
- * exec, crash, command tasks, plugins) and what they share with registry.c.
+/* task_extra_int.h - private to tasks/: what the tasks share through registry.c
+ * (the argument helpers every task's parse function uses), and the tasks
+ * beyond builtin.c (http_get, exec, crash, command tasks, plugins).
  *
  * Nothing outside tasks/ includes this file; the public contract is task.h.
  */
@@ -20,7 +21,13 @@
  * Returns 0, or -ENOMEM (then the caller still owns p). */
 int task_registry_own(struct task_registry *reg, void (*free_fn)(void *), void *p);
 
-/* ---- argument helpers (registry.c), the rules of builtin.c ---- */
+/* ---- argument helpers (registry.c): the parsing rules told atop builtin.c ---- */
+
+/* For run(): stored args that no longer parse are the task's failure. Sets
+ * ctx's error to JOB_ERR_TASK "invalid args: <err->message>" and returns -1. */
+int task_fail_args(struct task_ctx *ctx, const struct api_err *err);
+/* The async twin of task_fail_args(), for start_async(). Returns -1. */
+int task_afail_args(struct task_actx *actx, const struct api_err *err);
 
 /* Checks that args is an object holding only `fields` (NULL-terminated), each
  * at most once. `task` and `example` are for messages. Returns 0 or -1 with err. */
@@ -30,16 +37,26 @@ int task_args_object(const cJSON *args, const char *task, const char *example, c
  * required. Refused when longer than max_len bytes. Returns 0 or -1 with err. */
 int task_args_string(const cJSON *args, const char *key, bool required, size_t max_len, const char *example,
                      const char **out, struct api_err *err);
-/* Reads the number args.<key> in [min, max] (integral when `integer`); *out =
- * dflt when absent or null. `range` says it in words ("a number from 0 to 600").
- * Returns 0 or -1 with err. */
-int task_args_number(const cJSON *args, const char *key, double min, double max, bool integer, double dflt,
-                     const char *range, double *out, struct api_err *err);
+
+/* A numeric field of args: bounds, integrality, and the words for messages. */
+struct task_num_spec {
+    const char *key;
+    double min, max;
+    bool integer;        /* must be integral */
+    bool required;       /* refused when absent; null is then refused as not a number */
+    double dflt;         /* when not required and absent or null */
+    const char *range;   /* says the bounds in words: "a number from 0 to 86400" */
+    const char *example; /* a valid args object, for "is required"; NULL when not required */
+};
+/* Reads the number args.<ns->key> as ns says. Returns 0 and *out, or -1 with err. */
+int task_args_number(const cJSON *args, const struct task_num_spec *ns, double *out, struct api_err *err);
+
 /* The length of the longest prefix of s of at most max bytes that does not
  * cut a UTF-8 sequence: for "%.*s" of strings from users in messages. */
 int task_utf8_clip(const char *s, size_t max);
-/* Describes a JSON value for "got ..." in a message (a short quoted string, a
- * number, true/false/null, "an object", "an array"). */
+/* Describes a JSON value for "got ..." in a message (a short quoted, escaped
+ * string, a number in its shortest form or "a number too large to represent",
+ * true/false/null, "an object", "an array"). */
 void task_describe_value(const cJSON *v, char *out, size_t size);
 
 /* A JSON string holding buf[0..len) as text: invalid UTF-8 and NUL bytes

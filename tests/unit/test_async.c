@@ -2,11 +2,12 @@
  *
  * Hooks run on the executor's loop thread (or the canceller's, for a queued
  * job), so they never CHECK: they copy what they saw into a `struct rec` log
- * guarded by a mutex, signal a condition, and free the job they own. The test
- * waits on that condition with a deadline (never a bare sleep) and checks the
- * log afterwards. Running jobs are held with a long `sleep` that the test
- * cancels, so orderings are forced, not timed; the timing tests measure what
- * the executor promises (concurrency, makespan) with generous bounds.
+ * guarded by a mutex (exec_log.h), signal a condition, and free the job they
+ * own. The test waits on that condition with a deadline (never a bare sleep)
+ * and checks the log afterwards. Running jobs are held with a long `sleep`
+ * that the test cancels, so orderings are forced, not timed; the timing tests
+ * measure what the executor promises (concurrency, makespan) with generous
+ * bounds.
  *
  * exec_free() asserts uv_loop_close() == 0, so every test that frees an
  * executor also checks that no handle was left open.
@@ -31,205 +32,10 @@
 #include "../../tasks/task.h"
 #include "harness.h"
 
-static struct task_registry *g_reg;
-
-/* ---- the recording hooks ------------------------------------------------------- */
-
 #define REC_MAX 128
+#include "exec_log.h"
 
-struct rec {
-    char id[ID_LEN + 1];
-    enum exec_outcome outcome;
-    enum job_status status;
-    int attempt, pid;
-    char thread[32];
-    enum job_error_type error_type;
-    char error[160];
-    char result[64];
-    bool has_result;
-    int64_t started_ms, finished_ms, at_mono_ms;
-};
-
-struct log {
-    pthread_mutex_t mu;
-    pthread_cond_t cv; /* CLOCK_MONOTONIC */
-    int n_started, n_done;
-    int running, max_running; /* started and not yet done, as the hooks see it */
-    struct rec started[REC_MAX], done[REC_MAX];
-    /* bulk mode: ids sorted ascending; counts[i] = done calls for ids[i] */
-    char (*ids)[ID_LEN + 1];
-    int n_ids;
-    int *counts;
-    int unknown_done, bulk_not_ok;
-    int64_t last_done_mono_ms;
-    /* progress */
-    int n_progress;
-    int64_t progress_ms[64];
-    double progress_fraction[64];
-    /* slow-done mode: the done hook of a non-drained job waits (up to 500 ms)
-     * for the test to say exec_drain returned, and records whether it had */
-    bool slow_done, drain_returned, done_saw_drain_returned;
-};
-
-static void log_init_(struct log *lg)
-{
-    memset(lg, 0, sizeof *lg);
-    pthread_mutex_init(&lg->mu, NULL);
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(&lg->cv, &a);
-    pthread_condattr_destroy(&a);
-}
-
-static void log_fini(struct log *lg)
-{
-    pthread_mutex_destroy(&lg->mu);
-    pthread_cond_destroy(&lg->cv);
-}
-
-static void fill_rec(struct rec *r, const struct job *job)
-{
-    memcpy(r->id, job->id, sizeof r->id);
-    r->status = job->status;
-    r->attempt = job->attempt;
-    r->pid = job->worker_pid;
-    snprintf(r->thread, sizeof r->thread, "%s", job->worker_thread ? job->worker_thread : "");
-    r->error_type = job->error_type;
-    snprintf(r->error, sizeof r->error, "%s", job->error_message ? job->error_message : "");
-    r->has_result = job->result != NULL;
-    snprintf(r->result, sizeof r->result, "%s", job->result ? job->result : "");
-    r->started_ms = job->started_at_ms;
-    r->finished_ms = job->finished_at_ms;
-    r->at_mono_ms = clock_mono_ms();
-}
-
-static void hook_started(void *ctx, const struct job *job)
-{
-    struct log *lg = ctx;
-    pthread_mutex_lock(&lg->mu);
-    if (!lg->counts && lg->n_started < REC_MAX) fill_rec(&lg->started[lg->n_started], job);
-    lg->n_started++;
-    if (++lg->running > lg->max_running) lg->max_running = lg->running;
-    pthread_cond_broadcast(&lg->cv);
-    pthread_mutex_unlock(&lg->mu);
-}
-
-static int cmp_id(const void *a, const void *b)
-{
-    return strcmp(a, b);
-}
-
-static void hook_done(void *ctx, struct job *job, enum exec_outcome outcome)
-{
-    struct log *lg = ctx;
-    pthread_mutex_lock(&lg->mu);
-    if (lg->slow_done && outcome != EXEC_DRAINED) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += 500 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        while (!lg->drain_returned && pthread_cond_timedwait(&lg->cv, &lg->mu, &ts) == 0) {
-        }
-        lg->done_saw_drain_returned = lg->drain_returned;
-    }
-    if (job->started_at_ms > 0) lg->running--; /* a started job (not one cancelled or drained while queued) */
-    if (lg->counts) {
-        char(*hit)[ID_LEN + 1] = bsearch(job->id, lg->ids, (size_t)lg->n_ids, sizeof *lg->ids, cmp_id);
-        if (hit)
-            lg->counts[hit - lg->ids]++;
-        else
-            lg->unknown_done++;
-        if (outcome != EXEC_OK) lg->bulk_not_ok++;
-    } else if (lg->n_done < REC_MAX) {
-        fill_rec(&lg->done[lg->n_done], job);
-        lg->done[lg->n_done].outcome = outcome;
-    }
-    lg->n_done++;
-    lg->last_done_mono_ms = clock_mono_ms();
-    pthread_cond_broadcast(&lg->cv);
-    pthread_mutex_unlock(&lg->mu);
-    job_free(job); /* done owns the job */
-}
-
-static void hook_progress(void *ctx, const char *job_id, double fraction, const char *message)
-{
-    struct log *lg = ctx;
-    pthread_mutex_lock(&lg->mu);
-    if (lg->n_progress < 64) {
-        lg->progress_ms[lg->n_progress] = clock_mono_ms();
-        lg->progress_fraction[lg->n_progress] = fraction;
-    }
-    lg->n_progress++;
-    pthread_mutex_unlock(&lg->mu);
-}
-
-/* Waits until *counter >= n or timeout_ms passes. True when reached. */
-static bool log_wait(struct log *lg, const int *counter, int n, int64_t timeout_ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t end_ns = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec + timeout_ms * 1000000LL;
-    ts.tv_sec = end_ns / 1000000000LL;
-    ts.tv_nsec = end_ns % 1000000000LL;
-    pthread_mutex_lock(&lg->mu);
-    int rc = 0;
-    while (*counter < n && rc != ETIMEDOUT) rc = pthread_cond_timedwait(&lg->cv, &lg->mu, &ts);
-    bool ok = *counter >= n;
-    pthread_mutex_unlock(&lg->mu);
-    if (!ok) fprintf(stderr, "    timed out after %lld ms waiting for %d calls\n", (long long)timeout_ms, n);
-    return ok;
-}
-
-static int log_count(struct log *lg, const int *counter)
-{
-    pthread_mutex_lock(&lg->mu);
-    int n = *counter;
-    pthread_mutex_unlock(&lg->mu);
-    return n;
-}
-
-#define WAIT_STARTED(lg, n, ms) CHECK(log_wait((lg), &(lg)->n_started, (n), (ms)))
-#define WAIT_DONE(lg, n, ms) CHECK(log_wait((lg), &(lg)->n_done, (n), (ms)))
-
-/* Sets up bulk mode for n jobs made here (ids increasing, so sorted). */
-static struct job **log_bulk(struct log *lg, int n, const char *task, const char *args)
-{
-    lg->ids = calloc((size_t)n, sizeof *lg->ids);
-    lg->counts = calloc((size_t)n, sizeof *lg->counts);
-    lg->n_ids = n;
-    struct job **jobs = calloc((size_t)n, sizeof *jobs);
-    if (!lg->ids || !lg->counts || !jobs) abort();
-    for (int i = 0; i < n; i++) {
-        jobs[i] = job_new();
-        if (!jobs[i]) abort();
-        id_new(jobs[i]->id);
-        job_set_str(&jobs[i]->task, task);
-        job_set_str(&jobs[i]->args, args);
-        jobs[i]->status = JOB_QUEUED;
-        memcpy(lg->ids[i], jobs[i]->id, ID_LEN + 1);
-    }
-    return jobs;
-}
-
-/* Each id reported exactly once. */
-static int log_bulk_once(struct log *lg)
-{
-    int once = 0;
-    for (int i = 0; i < lg->n_ids; i++) once += lg->counts[i] == 1;
-    return once;
-}
-
-static void log_bulk_fini(struct log *lg)
-{
-    free(lg->ids);
-    free(lg->counts);
-    lg->ids = NULL;
-    lg->counts = NULL;
-}
+static struct task_registry *g_reg;
 
 /* ---- helpers --------------------------------------------------------------------- */
 
@@ -247,27 +53,6 @@ static struct executor *make_exec_reg(const char *name, int size, struct log *lg
 static struct executor *make_exec(const char *name, int size, struct log *lg)
 {
     return make_exec_reg(name, size, lg, g_reg);
-}
-
-static struct job *make_job(const char *task, const char *args)
-{
-    struct job *j = job_new();
-    if (!j) abort();
-    id_new(j->id);
-    job_set_str(&j->task, task);
-    if (args) job_set_str(&j->args, args);
-    j->status = JOB_QUEUED;
-    j->created_at_ms = j->scheduled_at_ms = clock_wall_ms();
-    return j;
-}
-
-/* Submits a job and copies its id into id_out (may be NULL). */
-static int submit(struct executor *ex, struct job *j, char *id_out)
-{
-    if (id_out) memcpy(id_out, j->id, ID_LEN + 1);
-    int rc = exec_submit(ex, j);
-    if (rc) job_free(j); /* on error the caller keeps the job */
-    return rc;
 }
 
 static struct rec *find_done(struct log *lg, const char *id)

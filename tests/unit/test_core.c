@@ -10,7 +10,6 @@
  * clock is frozen through clock_set_wall() where exact times are checked.
  */
 #include <errno.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +24,7 @@
 #include "../../storage/store.h"
 #include "../../tasks/task.h"
 #include "harness.h"
+#include "tmpdir.h"
 
 #define SLEEP30 "{\"task\":\"sleep\",\"args\":{\"seconds\":30}}"
 #define LATER "{\"task\":\"noop\",\"delay\":60}"
@@ -114,7 +114,7 @@ static void sleep_ms(int ms)
 /* ---- the environment: a temp dir, a store, a core ----------------------------------- */
 
 struct env {
-    char dir[64], db[128];
+    struct tmp tmp;
     struct store *st;
     struct core *c;
     const struct core_executor_config *cfg;
@@ -129,14 +129,9 @@ static const struct core_executor_config k_one[] = {
     {.name = "one", .kind = TASK_KIND_THREAD, .size = 1, .max_queued = 100},
 };
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
 static void env_open_store(struct env *e)
 {
-    struct store_options so = {.path = e->db};
+    struct store_options so = {.path = e->tmp.db};
     if (store_open(&so, &e->st) != 0) abort();
 }
 
@@ -149,9 +144,7 @@ static void env_open_core(struct env *e)
 static void env_open(struct env *e, const struct core_executor_config *cfg, int n)
 {
     memset(e, 0, sizeof *e);
-    snprintf(e->dir, sizeof e->dir, "/tmp/jobd-test-core-XXXXXX");
-    if (!mkdtemp(e->dir)) abort();
-    snprintf(e->db, sizeof e->db, "%s/jobd.db", e->dir);
+    tmp_make(&e->tmp, "core");
     e->cfg = cfg;
     e->n_cfg = n;
     env_open_store(e);
@@ -162,7 +155,7 @@ static void env_close(struct env *e)
 {
     core_close(e->c);
     store_close(e->st);
-    if (nftw(e->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0) perror("nftw");
+    tmp_remove(&e->tmp);
 }
 
 /* A job from a JSON spec, which must validate. */

@@ -1,11 +1,11 @@
 /* test_exec.c - executors/: the thread executor behind exec.h.
  *
  * Hooks run on the executor's threads, so they never CHECK: they copy what
- * they saw into a `struct rec` log guarded by a mutex, signal a condition, and
- * free the job they own. The test waits on that condition with a deadline
- * (never a bare sleep) and checks the log afterwards. Running jobs are held
- * with a long `sleep` that the test cancels, so orderings are forced, not
- * timed.
+ * they saw into a `struct rec` log guarded by a mutex (exec_log.h), signal a
+ * condition, and free the job they own. The test waits on that condition with
+ * a deadline (never a bare sleep) and checks the log afterwards. Running jobs
+ * are held with a long `sleep` that the test cancels, so orderings are
+ * forced, not timed.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -24,148 +24,9 @@
 #include "../../executors/exec.h"
 #include "../../tasks/task.h"
 #include "harness.h"
+#include "exec_log.h"
 
 static struct task_registry *g_reg;
-
-/* ---- the recording hooks ------------------------------------------------------- */
-
-#define REC_MAX 64
-
-struct rec {
-    char id[ID_LEN + 1];
-    enum exec_outcome outcome;
-    enum job_status status;
-    int attempt, pid;
-    char thread[32];
-    enum job_error_type error_type;
-    char error[160];
-    char result[64];
-    bool has_result;
-    int64_t started_ms, finished_ms, at_mono_ms;
-};
-
-struct log {
-    pthread_mutex_t mu;
-    pthread_cond_t cv; /* CLOCK_MONOTONIC */
-    int n_started, n_done;
-    struct rec started[REC_MAX], done[REC_MAX];
-    /* bulk mode: ids sorted ascending; counts[i] = done calls for ids[i] */
-    char (*ids)[ID_LEN + 1];
-    int n_ids;
-    int *counts;
-    int unknown_done;
-    /* slow-done mode: the done hook of a non-drained job waits (up to 500 ms)
-     * for the test to say exec_drain returned, and records whether it had */
-    bool slow_done, drain_returned, done_saw_drain_returned;
-};
-
-static void log_init_(struct log *lg)
-{
-    memset(lg, 0, sizeof *lg);
-    pthread_mutex_init(&lg->mu, NULL);
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(&lg->cv, &a);
-    pthread_condattr_destroy(&a);
-}
-
-static void log_fini(struct log *lg)
-{
-    pthread_mutex_destroy(&lg->mu);
-    pthread_cond_destroy(&lg->cv);
-}
-
-static void fill_rec(struct rec *r, const struct job *job)
-{
-    memcpy(r->id, job->id, sizeof r->id);
-    r->status = job->status;
-    r->attempt = job->attempt;
-    r->pid = job->worker_pid;
-    snprintf(r->thread, sizeof r->thread, "%s", job->worker_thread ? job->worker_thread : "");
-    r->error_type = job->error_type;
-    snprintf(r->error, sizeof r->error, "%s", job->error_message ? job->error_message : "");
-    r->has_result = job->result != NULL;
-    snprintf(r->result, sizeof r->result, "%s", job->result ? job->result : "");
-    r->started_ms = job->started_at_ms;
-    r->finished_ms = job->finished_at_ms;
-    r->at_mono_ms = clock_mono_ms();
-}
-
-static void hook_started(void *ctx, const struct job *job)
-{
-    struct log *lg = ctx;
-    pthread_mutex_lock(&lg->mu);
-    if (lg->n_started < REC_MAX) fill_rec(&lg->started[lg->n_started], job);
-    lg->n_started++;
-    pthread_cond_broadcast(&lg->cv);
-    pthread_mutex_unlock(&lg->mu);
-}
-
-static int cmp_id(const void *a, const void *b)
-{
-    return strcmp(a, b);
-}
-
-static void hook_done(void *ctx, struct job *job, enum exec_outcome outcome)
-{
-    struct log *lg = ctx;
-    pthread_mutex_lock(&lg->mu);
-    if (lg->slow_done && outcome != EXEC_DRAINED) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += 500 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        while (!lg->drain_returned && pthread_cond_timedwait(&lg->cv, &lg->mu, &ts) == 0) {
-        }
-        lg->done_saw_drain_returned = lg->drain_returned;
-    }
-    if (lg->counts) {
-        char(*hit)[ID_LEN + 1] = bsearch(job->id, lg->ids, (size_t)lg->n_ids, sizeof *lg->ids, cmp_id);
-        if (hit)
-            lg->counts[hit - lg->ids]++;
-        else
-            lg->unknown_done++;
-    } else if (lg->n_done < REC_MAX) {
-        fill_rec(&lg->done[lg->n_done], job);
-        lg->done[lg->n_done].outcome = outcome;
-    }
-    lg->n_done++;
-    pthread_cond_broadcast(&lg->cv);
-    pthread_mutex_unlock(&lg->mu);
-    job_free(job); /* done owns the job */
-}
-
-/* Waits until *counter >= n or timeout_ms passes. True when reached. */
-static bool log_wait(struct log *lg, const int *counter, int n, int64_t timeout_ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t end_ns = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec + timeout_ms * 1000000LL;
-    ts.tv_sec = end_ns / 1000000000LL;
-    ts.tv_nsec = end_ns % 1000000000LL;
-    pthread_mutex_lock(&lg->mu);
-    int rc = 0;
-    while (*counter < n && rc != ETIMEDOUT) rc = pthread_cond_timedwait(&lg->cv, &lg->mu, &ts);
-    bool ok = *counter >= n;
-    pthread_mutex_unlock(&lg->mu);
-    if (!ok) fprintf(stderr, "    timed out after %lld ms waiting for %d calls\n", (long long)timeout_ms, n);
-    return ok;
-}
-
-static int log_count(struct log *lg, const int *counter)
-{
-    pthread_mutex_lock(&lg->mu);
-    int n = *counter;
-    pthread_mutex_unlock(&lg->mu);
-    return n;
-}
-
-#define WAIT_STARTED(lg, n, ms) CHECK(log_wait((lg), &(lg)->n_started, (n), (ms)))
-#define WAIT_DONE(lg, n, ms) CHECK(log_wait((lg), &(lg)->n_done, (n), (ms)))
 
 /* ---- helpers --------------------------------------------------------------------- */
 
@@ -178,27 +39,6 @@ static struct executor *make_exec(const char *name, int size, struct log *lg)
     CHECK_EQ_INT(rc, 0);
     if (rc) abort();
     return ex;
-}
-
-static struct job *make_job(const char *task, const char *args)
-{
-    struct job *j = job_new();
-    if (!j) abort();
-    id_new(j->id);
-    job_set_str(&j->task, task);
-    if (args) job_set_str(&j->args, args);
-    j->status = JOB_QUEUED;
-    j->created_at_ms = j->scheduled_at_ms = clock_wall_ms();
-    return j;
-}
-
-/* Submits a job and copies its id into id_out (may be NULL). */
-static int submit(struct executor *ex, struct job *j, char *id_out)
-{
-    if (id_out) memcpy(id_out, j->id, ID_LEN + 1);
-    int rc = exec_submit(ex, j);
-    if (rc) job_free(j); /* on error the caller keeps the job */
-    return rc;
 }
 
 /* ---- tests --------------------------------------------------------------------------- */
@@ -518,30 +358,19 @@ static void test_ten_thousand_noops_each_done_exactly_once(void)
     enum { N = 10000 };
     struct log lg;
     log_init_(&lg);
-    lg.ids = calloc(N, sizeof *lg.ids);
-    lg.counts = calloc(N, sizeof *lg.counts);
-    lg.n_ids = N;
-    struct job **jobs = calloc(N, sizeof *jobs);
-    for (int i = 0; i < N; i++) {
-        jobs[i] = make_job("noop", NULL);
-        memcpy(lg.ids[i], jobs[i]->id, ID_LEN + 1);
-    }
-    /* ids are made increasing, so lg.ids is sorted for bsearch */
+    struct job **jobs = log_bulk(&lg, N, "noop", NULL);
     struct executor *ex = make_exec("bulk", 4, &lg);
     int refused = 0;
     for (int i = 0; i < N; i++) refused += submit(ex, jobs[i], NULL) != 0;
     CHECK_EQ_INT(refused, 0);
     WAIT_DONE(&lg, N, 20000);
     exec_free(ex);
-    int once = 0;
-    for (int i = 0; i < N; i++) once += lg.counts[i] == 1;
-    CHECK_EQ_INT(once, N);
+    CHECK_EQ_INT(log_bulk_once(&lg), N);
     CHECK_EQ_INT(lg.unknown_done, 0);
     CHECK_EQ_INT(lg.n_done, N);
     CHECK_EQ_INT(lg.n_started, N);
     free(jobs);
-    free(lg.ids);
-    free(lg.counts);
+    log_bulk_fini(&lg);
     log_fini(&lg);
 }
 

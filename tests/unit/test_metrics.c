@@ -8,7 +8,6 @@
  * batch of a known size.
  */
 #include <errno.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +22,7 @@
 #include "../../storage/store_int.h"
 #include "../../tasks/task.h"
 #include "harness.h"
+#include "tmpdir.h"
 
 static struct task_registry *g_reg;
 
@@ -67,7 +67,7 @@ static void test_escape_truncates_like_snprintf(void)
 /* ---- the core's counters ------------------------------------------------------ */
 
 struct env {
-    char dir[64], db[128];
+    struct tmp tmp;
     struct store *st;
     struct core *c;
 };
@@ -76,19 +76,12 @@ static const struct core_executor_config k_execs[] = {
     {.name = "w", .kind = TASK_KIND_THREAD, .size = 2, .max_queued = 1000},
 };
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
 /* A store and a core with the executors k_execs. */
 static void env_open(struct env *e)
 {
     memset(e, 0, sizeof *e);
-    snprintf(e->dir, sizeof e->dir, "/tmp/jobd-test-metrics-XXXXXX");
-    if (!mkdtemp(e->dir)) abort();
-    snprintf(e->db, sizeof e->db, "%s/jobd.db", e->dir);
-    struct store_options so = {.path = e->db};
+    tmp_make(&e->tmp, "metrics");
+    struct store_options so = {.path = e->tmp.db};
     if (store_open(&so, &e->st) != 0) abort();
     struct core_options co = {.executors = k_execs, .n_executors = (int)(sizeof k_execs / sizeof *k_execs), .tasks = g_reg, .store = e->st};
     if (core_open(&co, &e->c) != 0) abort();
@@ -98,7 +91,7 @@ static void env_close(struct env *e)
 {
     core_close(e->c);
     store_close(e->st);
-    if (nftw(e->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0) perror("nftw");
+    tmp_remove(&e->tmp);
 }
 
 static int submit(struct env *e, const char *json, char id[ID_LEN + 1])
@@ -266,11 +259,10 @@ static uint64_t total(const uint64_t *v, int n)
 
 static void test_store_batch_histogram_buckets_by_powers_of_two(void)
 {
-    char dir[64] = "/tmp/jobd-test-metrics-XXXXXX", db[128];
-    if (!mkdtemp(dir)) abort();
-    snprintf(db, sizeof db, "%s/jobd.db", dir);
+    struct tmp t;
+    tmp_make(&t, "metrics");
     struct store *st = NULL;
-    struct store_options so = {.path = db};
+    struct store_options so = {.path = t.db};
     CHECK_EQ_INT(store_open(&so, &st), 0);
     struct store_stats before, after;
     store_get_stats(st, &before);
@@ -297,7 +289,7 @@ static void test_store_batch_histogram_buckets_by_powers_of_two(void)
     CHECK_EQ_INT((after.ops + after.failed_ops) - (before.ops + before.failed_ops), 19);
     for (int i = 1; i < STORE_COMMIT_BUCKETS; i++) CHECK(store_commit_bounds_ns[i] > store_commit_bounds_ns[i - 1]);
     store_close(st);
-    if (nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0) perror("nftw");
+    tmp_remove(&t);
 }
 
 int main(void)

@@ -9,7 +9,6 @@
  * is 0), never by timing.
  */
 #include <errno.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -27,39 +26,12 @@
 #include "../../storage/store_int.h"
 #include "../../tasks/task.h"
 #include "harness.h"
+#include "tmpdir.h"
 
 #define SEC 1000LL
 #define DAY (86400 * SEC)
 
 /* ---- helpers ------------------------------------------------------------------ */
-
-struct tmp {
-    char dir[64];
-    char db[128];
-};
-
-static void tmp_make(struct tmp *t)
-{
-    snprintf(t->dir, sizeof t->dir, "/tmp/jobd-test-retention-XXXXXX");
-    if (!mkdtemp(t->dir)) {
-        perror("mkdtemp");
-        abort();
-    }
-    snprintf(t->db, sizeof t->db, "%s/jobd.db", t->dir);
-}
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void tmp_remove(struct tmp *t)
-{
-    if (nftw(t->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0) perror("nftw");
-}
 
 static struct store *open_at(const char *path)
 {
@@ -138,7 +110,7 @@ static int pass_run(struct store *st, struct store_prune *p, int64_t total[JOB_S
 static void test_prunes_only_terminal_jobs_past_their_cutoff(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "retention");
     struct store *st = open_at(t.db);
     int64_t now = clock_wall_ms(), old = now - 10 * DAY;
     char sched[ID_LEN + 1], queued[ID_LEN + 1], running[ID_LEN + 1], ok_old[ID_LEN + 1], ok_new[ID_LEN + 1],
@@ -184,7 +156,7 @@ static void test_prunes_only_terminal_jobs_past_their_cutoff(void)
 static void test_failed_cutoff_is_separate_and_zero_keeps_forever(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "retention");
     struct store *st = open_at(t.db);
     int64_t now = clock_wall_ms();
     char ok_2d[ID_LEN + 1], failed_2d[ID_LEN + 1], cancelled_2d[ID_LEN + 1], failed_40d[ID_LEN + 1];
@@ -233,7 +205,7 @@ static void test_failed_cutoff_is_separate_and_zero_keeps_forever(void)
 static void test_batch_limit_bounds_each_batch(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "retention");
     struct store *st = open_at(t.db);
     int64_t now = clock_wall_ms(), old = now - 10 * DAY;
     for (int i = 0; i < 1100; i++) put_job(st, JOB_SUCCEEDED, old + i, old + i + 5, NULL);
@@ -278,7 +250,7 @@ static void test_batch_limit_bounds_each_batch(void)
 static void test_cursor_steps_over_jobs_that_finished_late(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "retention");
     struct store *st = open_at(t.db);
     int64_t now = clock_wall_ms();
     char late[ID_LEN + 1], behind[ID_LEN + 1];
@@ -330,7 +302,7 @@ static void hook_wait_again(void *ctx, sqlite3 *db)
 static void test_rolled_back_batch_changes_nothing(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "retention");
     struct store *st = open_at(t.db);
     int64_t now = clock_wall_ms();
     char id[ID_LEN + 1];
@@ -364,7 +336,7 @@ static void test_rolled_back_batch_changes_nothing(void)
 static void test_invalid_arguments_are_refused(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "retention");
     struct store *st = open_at(t.db);
     struct store_prune p;
     pass_begin(&p, 1, 1, -1);
@@ -384,7 +356,7 @@ static void test_invalid_arguments_are_refused(void)
 static void test_scan_uses_the_status_index(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "retention");
     struct store *st = open_at(t.db);
     store_close(st);
     sqlite3 *db = NULL;
@@ -434,7 +406,7 @@ static int64_t stats_count(struct core *c, enum job_status s)
 static void test_core_thread_prunes_and_keeps_counts_true(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "retention");
     struct store *st = open_at(t.db);
     int64_t now = clock_wall_ms();
     for (int i = 0; i < 700; i++) put_job(st, JOB_SUCCEEDED, now - 10 * DAY + i, now - 10 * DAY + i, NULL);
@@ -468,7 +440,7 @@ static void test_core_thread_prunes_and_keeps_counts_true(void)
 static void test_core_without_retention_prunes_nothing(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "retention");
     struct store *st = open_at(t.db);
     int64_t now = clock_wall_ms();
     put_job(st, JOB_SUCCEEDED, now - 1000 * DAY, now - 1000 * DAY, NULL);

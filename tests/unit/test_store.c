@@ -9,7 +9,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <math.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -27,36 +26,9 @@
 #include "../../storage/store.h"
 #include "../../storage/store_int.h"
 #include "harness.h"
+#include "tmpdir.h"
 
 /* ---- helpers ---------------------------------------------------------------- */
-
-struct tmp {
-    char dir[64];
-    char db[128];
-};
-
-static void tmp_make(struct tmp *t)
-{
-    snprintf(t->dir, sizeof t->dir, "/tmp/jobd-test-store-XXXXXX");
-    if (!mkdtemp(t->dir)) {
-        perror("mkdtemp");
-        abort();
-    }
-    snprintf(t->db, sizeof t->db, "%s/jobd.db", t->dir);
-}
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void tmp_remove(struct tmp *t)
-{
-    if (nftw(t->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0) perror("nftw");
-}
 
 static struct store *open_at(const char *path)
 {
@@ -162,7 +134,7 @@ static void raw_exec(const char *path, const char *sql)
 static void test_open_creates_dirs_schema_and_version(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "store");
     char path[192];
     snprintf(path, sizeof path, "%s/a/b/jobd.db", t.dir);
     struct store *st = open_at(path);
@@ -180,7 +152,7 @@ static void test_open_creates_dirs_schema_and_version(void)
 static void test_reopen_is_idempotent_and_keeps_data(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "store");
     struct store *st = open_at(t.db);
     struct job *j = make_job("echo", JOB_QUEUED);
     CHECK_EQ_INT(insert_sync(st, j), 0);
@@ -201,7 +173,7 @@ static void test_reopen_is_idempotent_and_keeps_data(void)
 static void test_newer_schema_is_refused(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "store");
     store_close(open_at(t.db));
     raw_exec(t.db, "PRAGMA user_version = 99");
     struct store_options opt = {.path = t.db};
@@ -215,7 +187,7 @@ static void test_newer_schema_is_refused(void)
 static void test_non_database_file_is_refused(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "store");
     FILE *f = fopen(t.db, "w");
     CHECK(f != NULL);
     for (int i = 0; i < 512; i++) fputs("this is not a database, ", f);
@@ -230,7 +202,7 @@ static void test_non_database_file_is_refused(void)
 static void test_foreign_sqlite_database_is_refused(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "store");
     raw_exec(t.db, "CREATE TABLE photos (id INTEGER PRIMARY KEY)");
     struct store_options opt = {.path = t.db};
     struct store *st = NULL;
@@ -266,7 +238,7 @@ static void test_unwritable_location_is_refused(void)
 static void test_insert_get_roundtrips_every_field(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "store");
     struct store *st = open_at(t.db);
     struct job *j = make_job("sleep", JOB_RUNNING);
     job_set_str(&j->args, "{\"seconds\":1.5}");
@@ -367,7 +339,7 @@ static void test_insert_get_roundtrips_every_field(void)
 static void test_update_writes_mutable_fields(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "store");
     struct store *st = open_at(t.db);
     struct job *j = make_job("square", JOB_QUEUED);
     CHECK_EQ_INT(insert_sync(st, j), 0);
@@ -432,7 +404,7 @@ static void test_update_writes_mutable_fields(void)
 static void test_progress_is_saved_only_while_running(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "store");
     struct store *st = open_at(t.db);
     struct job *j = make_job("crunch", JOB_QUEUED);
     CHECK_EQ_INT(insert_sync(st, j), 0);
@@ -471,7 +443,7 @@ static void test_progress_is_saved_only_while_running(void)
 static void test_delete_terminal_not_terminal_and_missing(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "store");
     struct store *st = open_at(t.db);
     struct job *done_job = make_job("noop", JOB_SUCCEEDED);
     struct job *live = make_job("noop", JOB_RUNNING);
@@ -495,7 +467,7 @@ static void test_delete_terminal_not_terminal_and_missing(void)
 static void test_duplicate_idempotency_key_fails_only_that_op(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "store");
     struct store *st = open_at(t.db);
     struct job *a = make_job("echo", JOB_QUEUED), *b = make_job("echo", JOB_QUEUED);
     struct job *c = make_job("echo", JOB_QUEUED);
@@ -579,7 +551,7 @@ static size_t list_all(struct store *st, struct store_filter f, char ids[][ID_LE
 static void test_list_order_filters_and_pagination(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "store");
     struct store *st = open_at(t.db);
     char ids[NLIST][ID_LEN + 1];
     int n_succeeded = 0, n_sleep = 0, n_echo_succeeded = 0, n_async = 0, n_batch = 0;
@@ -648,7 +620,7 @@ static void test_list_order_filters_and_pagination(void)
 static void test_count_by_status(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "store");
     struct store *st = open_at(t.db);
     int want[JOB_STATUS_COUNT] = {2, 3, 1, 4, 0, 2};
     for (int s = 0; s < JOB_STATUS_COUNT; s++)
@@ -665,7 +637,7 @@ static void test_count_by_status(void)
 static void test_recover_requeues_or_fails_running_jobs(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "store");
     struct store *st = open_at(t.db);
     struct job *retry = make_job("sleep", JOB_RUNNING), *lost = make_job("sleep", JOB_RUNNING);
     struct job *queued = make_job("sleep", JOB_QUEUED), *ok = make_job("sleep", JOB_SUCCEEDED);
@@ -745,7 +717,7 @@ static void scan_cb(void *ctx, struct job *job)
 static void test_scan_pending_oldest_first(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "store");
     struct store *st = open_at(t.db);
     enum job_status order[] = {JOB_QUEUED, JOB_RUNNING, JOB_SCHEDULED, JOB_SUCCEEDED, JOB_QUEUED, JOB_CANCELLED};
     char ids[6][ID_LEN + 1];
@@ -825,7 +797,7 @@ static void *reader_main(void *arg)
 static void test_group_commit_batches_concurrent_inserts(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "store");
     struct store *st = open_at(t.db);
     struct slot *slots = calloc(GC_THREADS * GC_PER_THREAD, sizeof *slots);
     pthread_t th[GC_THREADS], rth[2];
@@ -882,7 +854,7 @@ static void test_lifecycle_throughput(void)
 {
     enum { N = 20000 };
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "store");
     struct store *st = open_at(t.db);
     struct job **jobs = calloc(N, sizeof *jobs);
     for (int i = 0; i < N; i++) jobs[i] = make_job("noop", JOB_QUEUED);
@@ -930,7 +902,7 @@ static void test_close_commits_queued_ops_and_calls_back(void)
 {
     enum { N = 100 };
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "store");
     struct store *st = open_at(t.db);
     struct slot slots[N];
     memset(slots, 0, sizeof slots);
@@ -971,7 +943,7 @@ static void chain_cb(void *ctx, int rc, struct job *job)
 static void test_writes_after_close_began_are_refused(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "store");
     struct store *st = open_at(t.db);
     struct chain c = {.st = st};
     store__debug_pause(st, true);
@@ -1011,7 +983,7 @@ static struct job *make_big_job(void)
 static void test_disk_full_fails_the_batch_then_recovers(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "store");
     struct store *st = open_at(t.db);
     struct job *first = make_job("noop", JOB_QUEUED);
     CHECK_EQ_INT(insert_sync(st, first), 0);
@@ -1074,7 +1046,7 @@ static void test_disk_full_fails_the_batch_then_recovers(void)
 static void test_updates_of_one_job_in_a_batch_are_coalesced(void)
 {
     struct tmp t;
-    tmp_make(&t);
+    tmp_make(&t, "store");
     struct store *st = open_at(t.db);
     struct job *j = make_job("echo", JOB_QUEUED);
     struct done d0 = {0};
