@@ -6,6 +6,8 @@
 #   (a) GET /healthz req/s, 64 keep-alive connections: wrk (the limit) and loadgen
 #   (b) durable single-job submits/s: POST /v1/jobs noop, 64 connections,
 #       ~3 s or 100,000 requests; once more with --sync normal for comparison
+#   (h) a batch of 1000 sleep 0.05 jobs and POST /v1/wait on all of them;
+#   (i) 1000 open GET /v1/events streams: RSS, threads, fan-out time;
 #   (c) end-to-end noop jobs/s: 50,000 submits on 64 connections, then
 #       /v1/stats polled until every job is finished; first submit to last end
 #   (d) submit-and-wait latency: 2,000 sequential POST /v1/jobs?wait=5
@@ -291,6 +293,12 @@ for ((r = 1; r <= RUNS; r++)); do
     stop_server
 done
 for ((r = 1; r <= RUNS; r++)); do
+    log "(h) POST /v1/wait over 1000 jobs, run $r/$RUNS"
+    start_server --executors "$EXECS"
+    record futures_wait "$r" "$("$PY" bench/futures.py "$PORT" 1000 || echo null)"
+    stop_server
+done
+for ((r = 1; r <= RUNS; r++)); do
     log "(g) end-to-end, $E2E_JOBS noop jobs on the process executor, run $r/$RUNS"
     start_server --executors "process=process:2" --max-queued $((E2E_JOBS * 2))
     t0=$(date +%s%N)
@@ -419,6 +427,14 @@ sp = [t["makespan_s"] / p["makespan_s"] for p, t in zip(cp, ct) if p and t and p
 fig["crunch_speedup_process_vs_thread"] = summ(sp)
 row("  speed-up process/thread (same run)", summ(sp), 2)
 row("end-to-end noop jobs/s, process:2 executor", fig["e2e_process_jobs_per_s"], 0)
+fw = [d for d in by.get("futures_wait", []) if d and d.get("ok")]
+row("batch of 1000 sleep 0.05 (async), accepted in ms", summ([d["batch_s"] * 1000 for d in fw]), 1)
+row("POST /v1/wait ALL_COMPLETED on them, ms", summ([d["wait_running_s"] * 1000 for d in fw]), 1,
+    "ideal ~50 (the sleep)")
+row("  the same wait once all finished, ms", summ([d["wait_finished_s"] * 1000 for d in fw]), 1)
+for i, d in enumerate(by.get("futures_wait", []), 1):
+    if not d or not d.get("ok"):
+        problems.append("futures_wait run %d: %s" % (i, json.dumps(d)[:300]))
 for f in ("async_makespan", "crunch_process", "crunch_thread", "e2e_process"):
     for i, d in enumerate(by.get(f, []), 1):
         if not d or not (d.get("ok") if f != "e2e_process" else d["done"].get("ok")):
@@ -466,4 +482,7 @@ json.dump({
 print("raw runs: %s" % out_path)
 sys.exit(1 if problems else 0)
 PY
+echo
+log "(i) 1000 open GET /v1/events clients: memory, threads, fan-out of one event"
+JOBD_BIN="$JOBD" "$PY" bench/sse_clients.py --clients 1000 --rounds 5 || FAILED=1
 exit "$FAILED"

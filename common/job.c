@@ -1,6 +1,7 @@
 #include "job.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,7 +34,7 @@ struct job *job_new(void)
 
 #define JOB_STRINGS(X)                                                                             \
     X(task) X(args) X(executor) X(progress_message) X(result) X(error_message) X(worker_thread)   \
-        X(batch_id) X(depends_on) X(concurrency_key) X(idempotency_key) X(callback_url) X(callback_status)
+        X(batch_id) X(depends_on) X(concurrency_key) X(idempotency_key) X(callback_url) X(callback_status) X(attempts)
 
 void job_free(struct job *j)
 {
@@ -197,5 +198,134 @@ cJSON *job_to_json(const struct job *j)
     add_str(o, "idempotency_key", j->idempotency_key);
     add_str(o, "callback_url", j->callback_url);
     add_str(o, "callback_status", j->callback_status);
+    add_raw_json(o, "attempts", j->attempts, "[]");
     return o;
+}
+
+void job_json_escape(char *buf, size_t cap, size_t *len, const char *s)
+{
+    size_t o = *len;
+#define PUT(ch)                                                                                    \
+    do {                                                                                           \
+        if (o + 1 < cap) buf[o++] = (ch);                                                          \
+    } while (0)
+    PUT('"');
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        unsigned char ch = *p;
+        if (ch == '"' || ch == '\\') {
+            PUT('\\');
+            PUT((char)ch);
+        } else if (ch < 0x20) {
+            static const char hex[] = "0123456789abcdef";
+            PUT('\\');
+            PUT('u');
+            PUT('0');
+            PUT('0');
+            PUT(hex[ch >> 4]);
+            PUT(hex[ch & 15]);
+        } else {
+            PUT((char)ch);
+        }
+    }
+    PUT('"');
+#undef PUT
+    buf[o < cap ? o : cap - 1] = '\0';
+    *len = o;
+}
+
+/* Appends ,"name":"time" or ,"name":null. */
+static void ev_time(char *buf, size_t cap, size_t *len, const char *name, int64_t ms)
+{
+    char t[CLOCK_RFC3339_LEN];
+    if (ms > 0) clock_format_rfc3339(ms, t);
+    int n = snprintf(buf + *len, cap - *len, ",\"%s\":%s%s%s", name, ms > 0 ? "\"" : "", ms > 0 ? t : "null",
+                     ms > 0 ? "\"" : "");
+    if (n > 0) *len += (size_t)n < cap - *len ? (size_t)n : cap - *len - 1;
+}
+
+static void ev_raw(char *buf, size_t cap, size_t *len, const char *text)
+{
+    int n = snprintf(buf + *len, cap - *len, "%s", text);
+    if (n > 0) *len += (size_t)n < cap - *len ? (size_t)n : cap - *len - 1;
+}
+
+char *job_event_text(const struct job *j)
+{
+    /* Everything but the error message and the names is bounded; those are
+     * escaped at most 6x. */
+    size_t cap = 512 + 6 * (strlen(j->task ? j->task : "") + strlen(j->executor ? j->executor : "") +
+                            strlen(j->error_message ? j->error_message : ""));
+    char *buf = malloc(cap);
+    if (!buf) return NULL;
+    size_t len = 0;
+    char num[96];
+    ev_raw(buf, cap, &len, "{\"id\":\"");
+    ev_raw(buf, cap, &len, j->id);
+    ev_raw(buf, cap, &len, "\",\"status\":\"");
+    ev_raw(buf, cap, &len, job_status_name(j->status));
+    ev_raw(buf, cap, &len, "\",\"task\":");
+    job_json_escape(buf, cap, &len, j->task);
+    ev_raw(buf, cap, &len, ",\"executor\":");
+    if (j->executor) job_json_escape(buf, cap, &len, j->executor);
+    else ev_raw(buf, cap, &len, "null");
+    ev_raw(buf, cap, &len, ",\"batch_id\":");
+    if (j->batch_id) job_json_escape(buf, cap, &len, j->batch_id);
+    else ev_raw(buf, cap, &len, "null");
+    snprintf(num, sizeof num, ",\"attempt\":%d,\"max_attempts\":%d", j->attempt, j->max_attempts);
+    ev_raw(buf, cap, &len, num);
+    ev_time(buf, cap, &len, "created_at", j->created_at_ms);
+    ev_time(buf, cap, &len, "scheduled_at", j->scheduled_at_ms);
+    ev_time(buf, cap, &len, "started_at", j->started_at_ms);
+    ev_time(buf, cap, &len, "finished_at", j->finished_at_ms);
+    if (j->error_type != JOB_ERR_NONE) {
+        ev_raw(buf, cap, &len, ",\"error\":{\"type\":\"");
+        ev_raw(buf, cap, &len, job_error_type_name(j->error_type));
+        ev_raw(buf, cap, &len, "\",\"message\":");
+        job_json_escape(buf, cap, &len, j->error_message ? j->error_message : "");
+        ev_raw(buf, cap, &len, "}}");
+    } else {
+        ev_raw(buf, cap, &len, ",\"error\":null}");
+    }
+    return buf;
+}
+
+int job_attempts_append(struct job *j)
+{
+    cJSON *arr = j->attempts ? cJSON_Parse(j->attempts) : cJSON_CreateArray();
+    if (!arr || !cJSON_IsArray(arr)) {
+        cJSON_Delete(arr);
+        arr = cJSON_CreateArray();
+    }
+    cJSON *a = cJSON_CreateObject();
+    if (!arr || !a) {
+        cJSON_Delete(arr);
+        cJSON_Delete(a);
+        return -ENOMEM;
+    }
+    cJSON_AddItemToArray(arr, a);
+    cJSON_AddNumberToObject(a, "attempt", j->attempt);
+    cJSON_AddStringToObject(a, "status", job_status_name(j->status));
+    add_time(a, "started_at", j->started_at_ms);
+    add_time(a, "finished_at", j->finished_at_ms);
+    if (j->worker_thread) {
+        cJSON *w = cJSON_AddObjectToObject(a, "worker");
+        cJSON_AddNumberToObject(w, "pid", j->worker_pid);
+        cJSON_AddStringToObject(w, "thread", j->worker_thread);
+    } else {
+        cJSON_AddNullToObject(a, "worker");
+    }
+    if (j->error_type != JOB_ERR_NONE) {
+        cJSON *e = cJSON_AddObjectToObject(a, "error");
+        cJSON_AddStringToObject(e, "type", job_error_type_name(j->error_type));
+        add_str(e, "message", j->error_message ? j->error_message : "");
+    } else {
+        cJSON_AddNullToObject(a, "error");
+    }
+    char *text = cJSON_PrintUnformatted(arr);
+    cJSON_Delete(arr);
+    if (!text) return -ENOMEM;
+    free(j->attempts);
+    j->attempts = strdup(text);
+    cJSON_free(text);
+    return j->attempts ? 0 : -ENOMEM;
 }

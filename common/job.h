@@ -66,7 +66,8 @@ struct job {
     int concurrency_limit; /* 0 = none */
     char *idempotency_key;
     char *callback_url;
-    char *callback_status;
+    char *callback_status; /* NULL (no callback_url), "pending", "delivered" or "failed" */
+    char *attempts;        /* JSON array text of the finished attempts, oldest first; NULL = none */
 };
 
 /* A zeroed job with defaults (attempt 0, max_attempts 1, progress -1,
@@ -90,5 +91,22 @@ int job_error_type_parse(const char *name, enum job_error_type *out);
 /* The job as SPEC §2 JSON (every field present). Caller owns the result
  * (cJSON_Delete). Returns NULL when out of memory. */
 cJSON *job_to_json(const struct job *job);
+
+/* The job's state-change event (GET /v1/events, the durable event log):
+ * compact JSON text {"id", "status", "task", "executor", "batch_id",
+ * "attempt", "max_attempts", "created_at", "scheduled_at", "started_at",
+ * "finished_at", "error": {"type", "message"} | null}. Built with snprintf,
+ * not cJSON: it runs once per state change. Caller frees; NULL when out of
+ * memory. */
+char *job_event_text(const struct job *job);
+
+/* Appends `s` to buf (at *len, capacity cap) as a JSON string with quotes.
+ * Stops at the capacity, keeping buf NUL-terminated; *len may then reach
+ * cap - 1. Used by job_event_text and batch events. */
+void job_json_escape(char *buf, size_t cap, size_t *len, const char *s);
+
+/* Appends one finished attempt {"attempt", "started_at", "finished_at",
+ * "status", "error": {...} | null} to job->attempts. 0 or -ENOMEM. */
+int job_attempts_append(struct job *job);
 
 #endif

@@ -41,6 +41,14 @@ struct core_options {
     int64_t retention_ms;        /* succeeded jobs */
     int64_t retention_failed_ms; /* failed and cancelled jobs */
     int64_t prune_interval_ms;   /* pause between passes; 0 = 60 s */
+    /* Events (core/events.c): how many recent events are kept in memory for
+     * live subscribers; one that falls further behind is told to resync. */
+    long event_buffer; /* 0 = 8192 */
+    /* Callbacks (core/callbacks.c). */
+    const char *callback_secret;  /* HMAC-SHA256 key for the signature header; NULL or "" = unsigned */
+    int64_t callback_timeout_ms;  /* one delivery attempt at most; 0 = 10 s */
+    int callback_max_attempts;    /* attempts before callback_status "failed"; 0 = 10 */
+    int64_t callback_backoff_ms;  /* wait before the 2nd attempt, doubled each time (capped at 10 min); 0 = 1 s */
 };
 
 /* Starts the executors and the timer thread, runs recovery (store_recover),
@@ -114,6 +122,111 @@ int core_wait_job(struct core *c, const char *id, int64_t deadline_mono_ms, core
 /* Unregisters a waiter. True when it was still registered (its callback will
  * never run); false when it already fired or is firing. */
 bool core_wait_cancel(struct core *c, const char *id, uint64_t token);
+
+/* --- waiting on many jobs (POST /v1/wait) --- */
+
+enum core_return_when { CORE_ALL_COMPLETED, CORE_FIRST_COMPLETED, CORE_FIRST_EXCEPTION };
+struct core_waitset;
+
+/* Waits, like concurrent.futures.wait(), on the n jobs `ids` (valid ids,
+ * duplicates allowed) until `when` holds or deadline_mono_ms passes. The jobs
+ * that are not live (finished, or unknown) are returned in *not_live (an
+ * array of indexes into ids, *n_not_live of them; caller frees): the caller
+ * reads them and reports each one that finished with core_waitset_done()
+ * before core_waitset_arm(). FIRST_EXCEPTION counts failed jobs (as Python
+ * counts futures that raised; a cancelled job is not an exception). Returns
+ * 0 or -ENOMEM / -ESHUTDOWN. */
+int core_waitset_open(struct core *c, const char *const *ids, size_t n, enum core_return_when when,
+                      struct core_waitset **out, size_t **not_live, size_t *n_not_live);
+/* A job of the set found finished by the caller (status terminal). */
+void core_waitset_done(struct core_waitset *ws, enum job_status status);
+/* Returns true when the condition already holds (cb will never run), else
+ * false: cb then runs exactly once - when it holds, at the deadline or at
+ * drain - from a core or store thread. */
+bool core_waitset_arm(struct core_waitset *ws, int64_t deadline_mono_ms, core_wake_cb cb, void *ctx);
+/* Frees the set. Returns true when cb will not run (it ran, or was never
+ * going to); false when it is firing right now: then it still runs once, and
+ * the set is freed by the core after it. Call once, from the owner. */
+bool core_waitset_close(struct core_waitset *ws);
+
+/* --- batches (core/batches.c) --- */
+
+#define CORE_BATCH_MAX 10000
+
+/* Validates a POST /v1/batches body {"jobs": [spec...], "callback_url"?,
+ * "idempotency_key"?} all or nothing (errors name "jobs[3].task"). In a
+ * batch, depends_on may also hold integers: the index of another job of the
+ * same batch; cycles are refused. On success *jobs is an array of *n new jobs
+ * (batch_id set) and *batch the batch row (its strings owned; clear with
+ * store_batch_clear). The idempotency key may instead come from the header
+ * (header_key, may be NULL): both given and different is an error. */
+int core_batch_from_json(struct core *c, const cJSON *body, const char *header_key, struct store_batch *batch,
+                         struct job ***jobs, size_t *n, struct api_err *err);
+/* Commits the batch and its jobs in one transaction, then dispatches them;
+ * cb runs after the commit (rc 0, -EEXIST idempotency key taken meanwhile,
+ * or a storage errno). jobs (array and jobs) are moved in. Returns 0 (cb
+ * will be called) or -EAGAIN (an executor's queue would overflow: nothing
+ * written), -ESHUTDOWN, -ENOMEM (cb not called; everything freed). */
+int core_batch_submit(struct core *c, const struct store_batch *batch, struct job **jobs, size_t n,
+                      core_done_cb cb, void *ctx);
+/* The batch resource {"id", "total", "counts", "done", "created_at",
+ * "finished_at", "callback_url", "callback_status"}. NULL when out of memory. */
+cJSON *core_batch_to_json(const struct store_batch *b);
+
+/* --- events (core/events.c): the live feed behind GET /v1/events ---
+ *
+ * Committed events (store_event) are kept in a ring of the last
+ * event_buffer events (copies). A subscriber reads from a seq onwards: from
+ * the durable log (store_events_read, on the caller's thread) while it is
+ * older than the ring, then from the ring. Idle subscribers hold no thread:
+ * core_events_next() returns 0 and calls a wake callback later.
+ *
+ * One subscriber is used by one thread at a time (its owner). */
+struct core_sub;
+struct core_event {
+    uint64_t seq;
+    char type[8]; /* "job" or "batch" */
+    char *data;   /* JSON text, owned by the receiver (free()); NULL unless next returned 1 */
+};
+/* Subscribes from after_seq: events with a greater seq are delivered (pass
+ * core_events_latest() to get only new ones). job_id and batch_id (NULL =
+ * any; else valid ids) filter: a job filter passes that job's events, a
+ * batch filter the events of the batch's jobs and the batch's own event.
+ * Returns 0 and *out (free with core_events_unsubscribe) or -ENOMEM /
+ * -ESHUTDOWN. */
+int core_events_subscribe(struct core *c, uint64_t after_seq, const char *job_id, const char *batch_id,
+                          struct core_sub **out);
+/* The seq of the newest committed event (0: none yet). Any thread, no I/O. */
+uint64_t core_events_latest(struct core *c);
+/* The next event for the subscriber. Returns
+ *   1            an event in *ev (the caller frees ev->data);
+ *   0            none yet. If wake is not NULL it is registered: wake(ctx)
+ *                is then called exactly once - when an event that passes the
+ *                filter is published, when deadline_mono_ms (clock_mono_ms;
+ *                0 = none) passes, or at drain - from a core or store
+ *                thread, outside every core lock, unless
+ *                core_events_unsubscribe() cancels it. At most one wake is
+ *                registered per subscriber: call again only after it ran;
+ *   -ERANGE      events between the subscriber's position and the oldest
+ *                the log still holds were deleted (the log keeps
+ *                --event-log events): ev->seq is the last seq lost; the
+ *                next call continues after it (once per gap);
+ *   -ESTALE      the subscriber, reading from the ring, fell further behind
+ *                than the ring holds: ev->seq is the latest seq and the
+ *                subscriber now stands there (re-read the state, then carry
+ *                on, or stop);
+ *   -ESHUTDOWN   the core drains (from then on, every call);
+ *   or another negative errno (-ENOMEM, storage errors reading the log).
+ * Reading from the log happens on the caller's thread (SQLite reads, one
+ * page of events at a time, until a page holds an event that passes the
+ * filter). */
+int core_events_next(struct core_sub *s, struct core_event *ev, int64_t deadline_mono_ms, core_wake_cb wake,
+                     void *ctx);
+/* Ends the subscription and frees it (accepts NULL). Returns true when it
+ * cancelled a registered wake (it will never run); false when none was
+ * registered, or when it is being called right now (then it still runs
+ * exactly once, possibly after this returns). */
+bool core_events_unsubscribe(struct core_sub *s);
 
 /* --- introspection --- */
 

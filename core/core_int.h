@@ -46,6 +46,8 @@ enum live_state {
     LIVE_QUEUED,    /* handed to its executor */
     LIVE_RUNNING,   /* started by a worker */
     LIVE_FINISHING, /* terminal update queued, not yet committed */
+    LIVE_WAITING,   /* scheduled, waiting on depends_on; job owned, deps_left > 0 */
+    LIVE_HELD,      /* queued, held back by its concurrency key; job owned, in the key's heap */
 };
 
 struct live {
@@ -55,8 +57,32 @@ struct live {
     enum live_state state;
     int exec_idx;
     bool cancel_requested;
-    struct job *job; /* owned while LIVE_SCHEDULED, else NULL */
+    int deps_left;   /* LIVE_WAITING: dependencies not yet succeeded */
+    struct job *job; /* owned while LIVE_SCHEDULED, LIVE_WAITING or LIVE_HELD, else NULL */
+    struct ckey *ckey; /* the concurrency key slot it holds while handed to an executor, or NULL */
 };
+
+/* Jobs waiting on one dependency (c->deps, keyed by the dependency's id). */
+struct depwait {
+    struct hnode h;
+    char id[ID_LEN + 1];
+    size_t n, cap;
+    char (*dependents)[ID_LEN + 1]; /* ids of LIVE_WAITING jobs (checked when fired) */
+};
+
+/* One concurrency key (c->ckeys): how many of its jobs are handed to an
+ * executor, and those held back, best first (the heap's key orders by
+ * priority, then arrival). Freed when both are zero. */
+struct ckey {
+    struct hnode h;
+    char *name; /* owned; h.key */
+    int running;
+    struct theap held; /* of struct live .t */
+    uint32_t next_seq;
+};
+
+/* A waiter of a waitset: one per live job of the set (see struct waiter). */
+struct core_waitset;
 
 struct waiter {
     struct hnode h; /* in c->waiters under the job id; chained through `next` */
@@ -66,6 +92,7 @@ struct waiter {
     core_wake_cb cb;
     void *ctx;
     struct waiter *next; /* further waiters on the same job */
+    struct core_waitset *ws; /* non-NULL: a member of a waitset (cb unused) */
 };
 
 struct core_exec {
@@ -125,13 +152,16 @@ struct core {
     struct core_exec *execs; /* immutable array after open */
     int n_execs;
 
-    /* `lock` guards: live, sched, waiters, wheap, next_token, stop_timer. */
+    /* `lock` guards: live, sched, waiters, wheap, next_token, stop_timer,
+     * deps, ckeys (and every waitset's counters). */
     pthread_mutex_t lock;
     pthread_cond_t timer_cv; /* wakes the timer thread: earlier deadline or stop */
     struct hmap live;
     struct theap sched;
     struct hmap waiters;
     struct theap wheap;
+    struct hmap deps;  /* of struct depwait */
+    struct hmap ckeys; /* of struct ckey */
     uint64_t next_token;
     bool stop_timer;
     pthread_t timer_thread;
@@ -144,14 +174,71 @@ struct core {
     struct core_statsbuf stats;
     struct core_retention retention;
     struct core_metrics metrics;
+    struct core_events *events;       /* core/events.c */
+    struct core_callbacks *callbacks; /* core/callbacks.c */
 };
 
+/* core/events.c. init: 0 or a negative errno; publish: called for each
+ * committed event on the store writer thread, must not block; shutdown: wakes
+ * every subscriber (they then get -ESHUTDOWN); fini accepts a core whose
+ * events never started. */
+int core_events_init(struct core *c, const struct core_options *opt);
+void core_events_publish(struct core *c, const struct store_event *ev);
+void core_events_shutdown(struct core *c);
+void core_events_fini(struct core *c);
+
+/* core/callbacks.c: the delivery thread. start: 0 or a negative errno;
+ * kick: a delivery may have been queued (any thread, never blocks); stop:
+ * joins the thread (deliveries in flight are abandoned and stay pending in
+ * the database); accepts a core whose callbacks never started. */
+int core_callbacks_start(struct core *c, const struct core_options *opt);
+void core_callbacks_kick(struct core *c);
+void core_callbacks_stop(struct core *c);
+
 /* core/waiters.c */
-void core_waiters_fire_id(struct core *c, const char *id);
+/* Fires the waiters on id (a job that ended with `status`, or -1: unknown or a batch). */
+void core_waiters_fire_id(struct core *c, const char *id, int status);
 /* Pops waiters whose deadline is <= now_mono_ms; returns them as a list (caller fires). Lock held. */
 struct waiter *core_waiters_take_expired_locked(struct core *c, int64_t now_mono_ms);
 void core_waiters_fire_list(struct waiter *list);
 void core_waiters_fire_all(struct core *c);
+
+/* core/dispatch.c, for lifecycle.c. */
+int core__exec_index(struct core *c, const char *name); /* -1 when unknown */
+/* Adds a live entry for a committed job (not owned yet); NULL when out of memory. */
+struct live *core__live_add(struct core *c, const struct job *job, int exec_idx, enum live_state state);
+/* A pending job waiting on depends_on (scheduled with a non-empty list). */
+bool core__has_deps(const struct job *job);
+enum live_state core__live_state_of(const struct job *job);
+/* Sets a committed, live pending job (moved in) on its way: its
+ * dependencies, the timer heap or its executor. */
+void core__start_pending(struct core *c, struct job *job, int exec_idx);
+/* Starts the wait of a live job (moved in) on its dependencies. */
+void core__deps_register(struct core *c, struct job *job, int exec_idx);
+/* Hands a queued job (moved in) to its executor, gated by its concurrency key. */
+void core__dispatch_job(struct core *c, struct job *job, int exec_idx);
+/* Queues an update of the job (moved in): terminal ones end the live entry
+ * and wake waiters once committed. */
+void core__store_update(struct core *c, struct job *job, int from, bool terminal, core_done_cb cb, void *ctx);
+/* The executor hooks (worker threads). */
+void core__hook_started(void *ctx, const struct job *job);
+void core__hook_progress(void *ctx, const char *job_id, double fraction, const char *message);
+void core__hook_done(void *ctx, struct job *job, enum exec_outcome outcome);
+
+/* core/gates.c: dependencies and concurrency keys, all with c->lock held
+ * (except fini, at close). */
+/* The key's slot, created when missing; NULL when out of memory. */
+struct ckey *core_ckey_get_locked(struct core *c, const char *name);
+/* The heap key of a job held by ck: priority first, then arrival. */
+int64_t core_ckey_order(struct ckey *ck, int64_t priority);
+/* Frees ck when nothing runs or waits under it. */
+void core_ckey_maybe_free_locked(struct core *c, struct ckey *ck);
+/* Records that dependent_id waits on dep_id. 0 or -ENOMEM. */
+int core_dep_add_locked(struct core *c, const char *dep_id, const char *dependent_id);
+/* Unlinks and returns who waits on dep_id (NULL: nobody); free with core_depwait_free. */
+struct depwait *core_dep_take_locked(struct core *c, const char *dep_id);
+void core_depwait_free(struct depwait *dw);
+void core_gates_fini(struct core *c);
 
 /* core/stats.c */
 void core_stats_init(struct core_statsbuf *s);
@@ -179,6 +266,10 @@ int core_retention_start(struct core *c, const struct core_options *opt);
 void core_retention_stop(struct core *c);
 
 /* core/validate.c */
+/* core_job_from_json for job `self` of a batch of batch_n jobs (0: not in a
+ * batch), where depends_on may hold indexes into the batch. */
+int core__job_from_json(struct core *c, const cJSON *spec, const char *prefix, size_t batch_n, size_t self,
+                        struct job **out, struct api_err *err);
 /* The executor for a job of task def, by name (NULL = the task's default). */
 int core_resolve_executor(struct core *c, const struct task_def *def, const char *name, int *idx,
                           struct api_err *err);

@@ -49,7 +49,7 @@ static struct op *op_new(struct core *c, int exec_idx, int from, int to, core_do
     return op;
 }
 
-static int exec_index(struct core *c, const char *name)
+int core__exec_index(struct core *c, const char *name)
 {
     for (int i = 0; name && i < c->n_execs; i++)
         if (strcmp(c->execs[i].cfg.name, name) == 0) return i;
@@ -63,7 +63,7 @@ static struct live *live_get_locked(struct core *c, const char *id)
 }
 
 /* Adds a live entry for job (not yet owned). Returns it, or NULL when out of memory. */
-static struct live *live_add(struct core *c, const struct job *job, int exec_idx, enum live_state state)
+struct live *core__live_add(struct core *c, const struct job *job, int exec_idx, enum live_state state)
 {
     struct live *l = calloc(1, sizeof *l);
     if (!l) return NULL;
@@ -88,14 +88,82 @@ static void live_remove(struct core *c, const char *id)
     struct live *l = live_get_locked(c, id);
     if (l) {
         hmap_del(&c->live, &l->h);
-        if (l->t.idx >= 0) theap_del(&c->sched, &l->t);
+        if (l->t.idx >= 0) theap_del(l->state == LIVE_HELD ? &l->ckey->held : &c->sched, &l->t);
     }
     pthread_mutex_unlock(&c->lock);
     if (l) job_free(l->job);
     free(l);
 }
 
-static void cancel_scheduled(struct core *c, struct job *job, int exec_idx);
+static void cancel_scheduled(struct core *c, struct job *job, int exec_idx, int from);
+static void dispatch_now(struct core *c, struct job *job, int exec_idx);
+
+/* --- concurrency keys --- */
+
+/* Takes a slot of job's concurrency key for it (true), or holds the job back
+ * in the key's heap (false: the job is taken, LIVE_HELD). Jobs wait best
+ * first: priority, then arrival. A job starts only while fewer than its own
+ * concurrency_limit jobs of its key are handed to executors. */
+static bool ckey_acquire(struct core *c, struct job *job, int exec_idx)
+{
+    bool go = true;
+    pthread_mutex_lock(&c->lock);
+    struct live *l = live_get_locked(c, job->id);
+    struct ckey *ck = l ? core_ckey_get_locked(c, job->concurrency_key) : NULL;
+    if (!ck) {
+        if (l) LOG_ERROR("job %s: out of memory for its concurrency key; it runs unlimited", job->id);
+        goto out;
+    }
+    int limit = job->concurrency_limit > 0 ? job->concurrency_limit : 1;
+    l->ckey = ck;
+    if (ck->running < limit || l->cancel_requested) {
+        ck->running++;
+        goto out;
+    }
+    l->t.key = core_ckey_order(ck, job->priority);
+    if (theap_push(&ck->held, &l->t) < 0) {
+        ck->running++; /* out of memory: better run over the limit than lose the job */
+        LOG_ERROR("job %s: out of memory holding it for its concurrency key; it runs now", job->id);
+        goto out;
+    }
+    l->state = LIVE_HELD;
+    l->exec_idx = exec_idx;
+    l->job = job;
+    go = false;
+out:
+    pthread_mutex_unlock(&c->lock);
+    return go;
+}
+
+/* Gives back the concurrency slot live job `id` holds (if any) and hands the
+ * held jobs that may now go to their executors. */
+static void release_slot(struct core *c, const char *id)
+{
+    struct job *go[16];
+    int go_idx[16], n = 0;
+    pthread_mutex_lock(&c->lock);
+    struct live *l = live_get_locked(c, id);
+    struct ckey *ck = l && l->state != LIVE_HELD ? l->ckey : NULL;
+    if (ck) {
+        l->ckey = NULL;
+        ck->running--;
+        struct tnode *t;
+        while (n < 16 && (t = theap_peek(&ck->held))) {
+            struct live *h = CONTAINER_OF(t, struct live, t);
+            int limit = h->job->concurrency_limit > 0 ? h->job->concurrency_limit : 1;
+            if (ck->running >= limit) break;
+            theap_del(&ck->held, t);
+            ck->running++;
+            h->state = LIVE_QUEUED;
+            go[n] = h->job;
+            go_idx[n++] = h->exec_idx;
+            h->job = NULL;
+        }
+        core_ckey_maybe_free_locked(c, ck);
+    }
+    pthread_mutex_unlock(&c->lock);
+    for (int i = 0; i < n; i++) dispatch_now(c, go[i], go_idx[i]);
+}
 
 /* Puts a scheduled job (moved in) on the timer heap. */
 static void schedule_job(struct core *c, struct job *job, int exec_idx)
@@ -118,15 +186,16 @@ static void schedule_job(struct core *c, struct job *job, int exec_idx)
         l->job = NULL;
         l->state = LIVE_FINISHING;
         pthread_mutex_unlock(&c->lock);
-        cancel_scheduled(c, job, exec_idx);
+        cancel_scheduled(c, job, exec_idx, JOB_SCHEDULED);
         return;
     }
     if (theap_peek(&c->sched) == &l->t) pthread_cond_signal(&c->timer_cv);
     pthread_mutex_unlock(&c->lock);
 }
 
-/* Hands a queued job (moved in) to its executor. */
-static void dispatch_job(struct core *c, struct job *job, int exec_idx)
+/* Hands a queued job (moved in) to its executor, its concurrency slot (if
+ * any) already taken. */
+static void dispatch_now(struct core *c, struct job *job, int exec_idx)
 {
     char id[ID_LEN + 1];
     memcpy(id, job->id, sizeof id);
@@ -143,6 +212,7 @@ static void dispatch_job(struct core *c, struct job *job, int exec_idx)
         /* Draining: the job stays queued in the database for the next start. */
         job_free(job);
         atomic_fetch_sub(&ce->held, 1);
+        release_slot(c, id);
         live_remove(c, id);
         return;
     }
@@ -152,6 +222,147 @@ static void dispatch_job(struct core *c, struct job *job, int exec_idx)
     bool cancel = l && l->cancel_requested;
     pthread_mutex_unlock(&c->lock);
     if (cancel) exec_cancel(ce->ex, id);
+}
+
+/* Hands a queued job (moved in) to its executor, or holds it back while its
+ * concurrency key is at its limit (it then goes when a slot frees). */
+void core__dispatch_job(struct core *c, struct job *job, int exec_idx)
+{
+    if (job->concurrency_key && !ckey_acquire(c, job, exec_idx)) return;
+    dispatch_now(c, job, exec_idx);
+}
+
+/* --- dependencies --- */
+
+/* A job whose dependencies all succeeded (moved in; its live entry is
+ * LIVE_QUEUED with no job): on the timer heap while its run_at/delay is
+ * ahead, else queued now. */
+static void make_eligible(struct core *c, struct job *job, int exec_idx)
+{
+    int64_t now = clock_wall_ms();
+    if (job->scheduled_at_ms > now) {
+        schedule_job(c, job, exec_idx);
+        return;
+    }
+    job->status = JOB_QUEUED;
+    job->scheduled_at_ms = now; /* eligible from now: its queue wait starts here */
+    struct job *copy = job_dup(job);
+    if (copy) core__store_update(c, copy, JOB_SCHEDULED, false, NULL, NULL);
+    core__dispatch_job(c, job, exec_idx);
+}
+
+/* Ends a waiting job (moved in; live entry LIVE_FINISHING) as cancelled
+ * because dependency dep_id did not succeed. Its own dependents follow when
+ * this end commits (terminal_done), so a failure travels down the graph. */
+static void cancel_dependency(struct core *c, struct job *job, int exec_idx, const char *dep_id, const char *why)
+{
+    char msg[160];
+    snprintf(msg, sizeof msg, "dependency %s %s", dep_id, why);
+    job->status = JOB_CANCELLED;
+    job->error_type = JOB_ERR_DEPENDENCY_FAILED;
+    job_set_str(&job->error_message, msg);
+    job->finished_at_ms = clock_wall_ms();
+    atomic_fetch_sub(&c->execs[exec_idx].held, 1);
+    atomic_fetch_add(&c->execs[exec_idx].cancelled, 1);
+    core_stats_finished(&c->stats, job);
+    core_metrics_finished(c, exec_idx, job);
+    core__store_update(c, job, JOB_SCHEDULED, true, NULL, NULL);
+}
+
+/* Starts the wait of a committed job (moved in) on its depends_on; its live
+ * entry exists (LIVE_WAITING, no job yet). Live dependencies are waited on
+ * (c->deps); the others have ended, and the database says how. The count
+ * starts at 1 - held by this function - so that a dependency ending
+ * meanwhile cannot release the job before every dependency is counted. */
+void core__deps_register(struct core *c, struct job *job, int exec_idx)
+{
+    cJSON *deps = cJSON_Parse(job->depends_on);
+    int n = cJSON_GetArraySize(deps), n_ended = 0;
+    const char **ended = calloc((size_t)n + 1, sizeof *ended);
+    char id[ID_LEN + 1];
+    memcpy(id, job->id, sizeof id);
+    bool oom = !deps || !ended;
+
+    pthread_mutex_lock(&c->lock);
+    struct live *l = live_get_locked(c, id);
+    if (l) {
+        l->state = LIVE_WAITING;
+        l->exec_idx = exec_idx;
+        l->job = job;
+        l->deps_left = 1;
+        for (const cJSON *d = deps ? deps->child : NULL; d && !oom; d = d->next) {
+            if (!cJSON_IsString(d)) continue;
+            if (hmap_get(&c->live, d->valuestring)) {
+                if (core_dep_add_locked(c, d->valuestring, id) < 0) oom = true;
+                else l->deps_left++;
+            } else {
+                ended[n_ended++] = d->valuestring;
+            }
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (!l) {
+        job_free(job);
+        goto out;
+    }
+    if (oom) LOG_ERROR("job %s: out of memory registering its dependencies; it stays scheduled until restart", id);
+
+    /* Ended dependencies: their terminal state is committed. */
+    const char *failed_dep = NULL, *why = NULL;
+    for (int i = 0; i < n_ended && !failed_dep; i++) {
+        struct job *d = NULL;
+        int rc = store_job_get(c->store, ended[i], &d);
+        if (rc == -ENOENT) failed_dep = ended[i], why = "no longer exists";
+        else if (rc < 0) failed_dep = ended[i], why = "could not be read";
+        else if (d->status == JOB_FAILED) failed_dep = ended[i], why = "failed";
+        else if (d->status == JOB_CANCELLED) failed_dep = ended[i], why = "was cancelled";
+        job_free(d);
+    }
+
+    struct job *go = NULL;
+    pthread_mutex_lock(&c->lock);
+    l = live_get_locked(c, id);
+    if (l && l->state == LIVE_WAITING && !oom) {
+        if (failed_dep || --l->deps_left == 0) {
+            go = l->job;
+            l->job = NULL;
+            l->state = failed_dep ? LIVE_FINISHING : LIVE_QUEUED;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (go && failed_dep) cancel_dependency(c, go, exec_idx, failed_dep, why);
+    else if (go) make_eligible(c, go, exec_idx);
+out:
+    free(ended);
+    cJSON_Delete(deps);
+}
+
+/* Job `id` ended with `status` (committed): its dependents go on when it
+ * succeeded, else they are cancelled (dependency_failed). Writer thread. */
+static void deps_fire(struct core *c, const char *id, enum job_status status)
+{
+    pthread_mutex_lock(&c->lock);
+    struct depwait *dw = core_dep_take_locked(c, id);
+    pthread_mutex_unlock(&c->lock);
+    for (size_t i = 0; dw && i < dw->n; i++) {
+        struct job *go = NULL;
+        int idx = 0;
+        pthread_mutex_lock(&c->lock);
+        struct live *l = live_get_locked(c, dw->dependents[i]);
+        if (l && l->state == LIVE_WAITING) { /* else cancelled meanwhile */
+            if (status != JOB_SUCCEEDED || --l->deps_left == 0) {
+                go = l->job;
+                idx = l->exec_idx;
+                l->job = NULL;
+                l->state = status == JOB_SUCCEEDED ? LIVE_QUEUED : LIVE_FINISHING;
+            }
+        }
+        pthread_mutex_unlock(&c->lock);
+        if (!go) continue;
+        if (status == JOB_SUCCEEDED) make_eligible(c, go, idx);
+        else cancel_dependency(c, go, idx, id, status == JOB_FAILED ? "failed" : "was cancelled");
+    }
+    core_depwait_free(dw);
 }
 
 /* A job's terminal update committed (writer thread). */
@@ -164,7 +375,9 @@ static void terminal_done(void *arg, int rc, struct job *job)
     else
         core_stats_transition(&c->stats, op->from, op->to);
     live_remove(c, job->id);
-    core_waiters_fire_id(c, job->id);
+    core_waiters_fire_id(c, job->id, (int)job->status);
+    if (rc == 0 && job_status_terminal(job->status)) deps_fire(c, job->id, job->status);
+    if (rc == 0 && job->callback_url) core_callbacks_kick(c);
     if (op->cb) op->cb(op->ctx, rc, job);
     job_free(job);
     free(op);
@@ -184,14 +397,14 @@ static void update_done(void *arg, int rc, struct job *job)
 
 /* Queues an update of a copy of the job: non-terminal (update_done) or
  * terminal (terminal_done, which also takes ownership of `job` itself). */
-static void store_update(struct core *c, struct job *job, int from, bool terminal, core_done_cb cb, void *ctx)
+void core__store_update(struct core *c, struct job *job, int from, bool terminal, core_done_cb cb, void *ctx)
 {
-    struct op *op = op_new(c, exec_index(c, job->executor), from, (int)job->status, cb, ctx);
+    struct op *op = op_new(c, core__exec_index(c, job->executor), from, (int)job->status, cb, ctx);
     if (!op) {
         LOG_ERROR("job %s: out of memory recording status %s", job->id, job_status_name(job->status));
         if (terminal) {
             live_remove(c, job->id);
-            core_waiters_fire_id(c, job->id);
+            core_waiters_fire_id(c, job->id, -1);
             job_free(job);
         }
         return;
@@ -203,9 +416,28 @@ static void store_update(struct core *c, struct job *job, int from, bool termina
         free(op);
         if (terminal) {
             live_remove(c, job->id);
-            core_waiters_fire_id(c, job->id);
+            core_waiters_fire_id(c, job->id, -1);
         }
     }
+}
+
+bool core__has_deps(const struct job *job)
+{
+    return job->status == JOB_SCHEDULED && job->depends_on && strcmp(job->depends_on, "[]") != 0;
+}
+
+enum live_state core__live_state_of(const struct job *job)
+{
+    return core__has_deps(job) ? LIVE_WAITING : job->status == JOB_SCHEDULED ? LIVE_SCHEDULED : LIVE_QUEUED;
+}
+
+/* Sets a committed, live pending job (moved in) on its way: waiting on its
+ * dependencies, on the timer heap, or to its executor. */
+void core__start_pending(struct core *c, struct job *job, int exec_idx)
+{
+    if (core__has_deps(job)) core__deps_register(c, job, exec_idx);
+    else if (job->status == JOB_SCHEDULED) schedule_job(c, job, exec_idx);
+    else core__dispatch_job(c, job, exec_idx);
 }
 
 /* The insert of a submitted job committed (writer thread). The job is made
@@ -223,15 +455,13 @@ static void insert_done(void *arg, int rc, struct job *job)
     }
     core_stats_transition(&c->stats, -1, (int)job->status);
     core_metrics_submitted(c, op->exec_idx, job);
-    if (!live_add(c, job, op->exec_idx, job->status == JOB_SCHEDULED ? LIVE_SCHEDULED : LIVE_QUEUED)) {
+    if (!core__live_add(c, job, op->exec_idx, core__live_state_of(job))) {
         LOG_ERROR("job %s: out of memory; it stays %s in the database until restart", job->id,
                   job_status_name(job->status));
         atomic_fetch_sub(&ce->held, 1);
         job_free(job);
-    } else if (job->status == JOB_SCHEDULED) {
-        schedule_job(c, job, op->exec_idx);
     } else {
-        dispatch_job(c, job, op->exec_idx);
+        core__start_pending(c, job, op->exec_idx);
     }
 out:
     if (op->cb) op->cb(op->ctx, rc, NULL);
@@ -240,7 +470,7 @@ out:
 
 int core_job_submit(struct core *c, struct job *job, core_done_cb cb, void *ctx)
 {
-    int idx = exec_index(c, job->executor);
+    int idx = core__exec_index(c, job->executor);
     if (atomic_load(&c->draining)) {
         job_free(job);
         return -ESHUTDOWN;
@@ -271,7 +501,7 @@ int core_job_submit(struct core *c, struct job *job, core_done_cb cb, void *ctx)
 
 /* --- executor hooks (worker threads) --- */
 
-static void hook_started(void *ctx, const struct job *job)
+void core__hook_started(void *ctx, const struct job *job)
 {
     struct core *c = ctx;
     bool cancel = false;
@@ -287,31 +517,35 @@ static void hook_started(void *ctx, const struct job *job)
     if (idx >= 0) atomic_fetch_sub(&c->execs[idx].held, 1);
     struct job *copy = job_dup(job);
     if (copy)
-        store_update(c, copy, JOB_QUEUED, false, NULL, NULL);
+        core__store_update(c, copy, JOB_QUEUED, false, NULL, NULL);
     else
         LOG_WARN("job %s: out of memory recording its start", job->id);
     if (cancel && idx >= 0) exec_cancel(c->execs[idx].ex, job->id);
 }
 
-static void hook_progress(void *ctx, const char *job_id, double fraction, const char *message)
+void core__hook_progress(void *ctx, const char *job_id, double fraction, const char *message)
 {
     struct core *c = ctx;
     store_job_progress(c->store, job_id, fraction, message); /* -ESHUTDOWN at exit: progress is best effort */
 }
 
+/* retry_backoff doubled per attempt made, capped at MAX_BACKOFF_MS, plus a
+ * random 0-25% so that jobs that failed together do not retry together. */
 static int64_t backoff_ms(const struct job *job)
 {
     int64_t b = job->retry_backoff_ms;
     for (int i = 1; i < job->attempt && b < MAX_BACKOFF_MS; i++) b *= 2;
-    return b < MAX_BACKOFF_MS ? b : MAX_BACKOFF_MS;
+    if (b > MAX_BACKOFF_MS) b = MAX_BACKOFF_MS;
+    if (b >= 4) b += (int64_t)arc4random_uniform((uint32_t)(b / 4 + 1));
+    return b;
 }
 
-static void hook_done(void *ctx, struct job *job, enum exec_outcome outcome)
+void core__hook_done(void *ctx, struct job *job, enum exec_outcome outcome)
 {
     struct core *c = ctx;
     enum live_state was = LIVE_QUEUED;
     bool cancel_requested = false;
-    int idx = exec_index(c, job->executor);
+    int idx = core__exec_index(c, job->executor);
     struct core_exec *ce = idx >= 0 ? &c->execs[idx] : NULL;
 
     bool retry = false;
@@ -327,6 +561,7 @@ static void hook_done(void *ctx, struct job *job, enum exec_outcome outcome)
     pthread_mutex_unlock(&c->lock);
     int from = was == LIVE_RUNNING ? JOB_RUNNING : JOB_QUEUED;
     if (was != LIVE_RUNNING && ce) atomic_fetch_sub(&ce->held, 1); /* never started: release its slot */
+    if (job->concurrency_key) release_slot(c, job->id);
 
     if (outcome == EXEC_DRAINED) {
         /* Never started, shutting down: it stays queued in the database. */
@@ -344,9 +579,10 @@ static void hook_done(void *ctx, struct job *job, enum exec_outcome outcome)
         job_set_str(&job->worker_thread, NULL);
         job->error_type = JOB_ERR_NONE;
         job_set_str(&job->error_message, NULL);
-        store_update(c, job, from, true, NULL, NULL);
+        core__store_update(c, job, from, true, NULL, NULL);
         return;
     }
+    if (!job->finished_at_ms) job->finished_at_ms = clock_wall_ms();
     switch (outcome) {
     case EXEC_OK:
         job->status = JOB_SUCCEEDED;
@@ -361,29 +597,37 @@ static void hook_done(void *ctx, struct job *job, enum exec_outcome outcome)
         if (ce) atomic_fetch_add(&ce->cancelled, 1);
         break;
     default:
+        job->status = JOB_FAILED;
+        break;
+    }
+    /* Every attempt that ran is kept in the job's history (its detail shows it). */
+    if (job->started_at_ms && job_attempts_append(job) < 0)
+        LOG_WARN("job %s: out of memory recording attempt %d in its history", job->id, job->attempt);
+    if (outcome != EXEC_OK && outcome != EXEC_CANCELLED) {
         if (retry) {
             /* Retry after back-off: scheduled again, the last error kept for view. */
             job->status = JOB_SCHEDULED;
+            job->finished_at_ms = 0;
             job->scheduled_at_ms = clock_wall_ms() + backoff_ms(job);
             if (ce) atomic_fetch_add(&ce->held, 1); /* retries are never refused */
             struct job *copy = job_dup(job);
-            if (copy) store_update(c, copy, from, false, NULL, NULL);
+            if (copy) core__store_update(c, copy, from, false, NULL, NULL);
             schedule_job(c, job, idx >= 0 ? idx : 0);
             return;
         }
-        job->status = JOB_FAILED;
         if (ce) atomic_fetch_add(&ce->failed, 1);
-        break;
     }
     core_stats_finished(&c->stats, job);
     core_metrics_finished(c, idx, job);
-    store_update(c, job, from, true, NULL, NULL);
+    core__store_update(c, job, from, true, NULL, NULL);
 }
 
 /* --- cancel, retry, delete --- */
 
-/* Ends a scheduled job as cancelled (its live entry already unlinked from the heap). */
-static void cancel_scheduled(struct core *c, struct job *job, int exec_idx)
+/* Ends a job that never started as cancelled (scheduled, waiting on
+ * dependencies, or held by its concurrency key: its live entry already
+ * unlinked from any heap, state LIVE_FINISHING). */
+static void cancel_scheduled(struct core *c, struct job *job, int exec_idx, int from)
 {
     job->status = JOB_CANCELLED;
     job->error_type = JOB_ERR_CANCELLED;
@@ -393,19 +637,31 @@ static void cancel_scheduled(struct core *c, struct job *job, int exec_idx)
     atomic_fetch_add(&c->execs[exec_idx].cancelled, 1);
     core_stats_finished(&c->stats, job);
     core_metrics_finished(c, exec_idx, job);
-    store_update(c, job, JOB_SCHEDULED, true, NULL, NULL);
+    core__store_update(c, job, from, true, NULL, NULL);
 }
 
 int core_job_cancel(struct core *c, const char *id)
 {
     struct job *sched_job = NULL;
-    int idx = -1;
+    int idx = -1, from = JOB_SCHEDULED;
     pthread_mutex_lock(&c->lock);
     struct live *l = live_get_locked(c, id);
     enum live_state state = l ? l->state : LIVE_FINISHING;
     if (l) {
         idx = l->exec_idx;
-        if (state == LIVE_SCHEDULED && l->t.idx < 0) {
+        if (state == LIVE_WAITING || state == LIVE_HELD) {
+            /* Waiting on dependencies (its entries in c->deps go stale and
+             * are skipped) or held by its concurrency key. */
+            if (state == LIVE_HELD) {
+                theap_del(&l->ckey->held, &l->t);
+                core_ckey_maybe_free_locked(c, l->ckey);
+                l->ckey = NULL;
+                from = JOB_QUEUED;
+            }
+            sched_job = l->job;
+            l->job = NULL;
+            l->state = LIVE_FINISHING;
+        } else if (state == LIVE_SCHEDULED && l->t.idx < 0) {
             /* Not on the timer heap yet: schedule_job() will see the flag. */
             l->cancel_requested = true;
         } else if (state == LIVE_SCHEDULED) {
@@ -428,7 +684,7 @@ int core_job_cancel(struct core *c, const char *id)
     }
     if (state == LIVE_FINISHING) return -EALREADY;
     if (sched_job) {
-        cancel_scheduled(c, sched_job, idx);
+        cancel_scheduled(c, sched_job, idx, from);
         return 0;
     }
     /* -ENOENT here means the job is between hand-off and start or just ending:
@@ -452,7 +708,7 @@ int core_job_retry(struct core *c, const char *id, core_done_cb cb, void *ctx, s
         rc = -EINVAL;
         goto out;
     }
-    idx = exec_index(c, old->executor);
+    idx = core__exec_index(c, old->executor);
     if (idx < 0 || !(c->execs[idx].cfg.kind & def->kinds)) {
         if (core_resolve_executor(c, def, NULL, &idx, &err) < 0) {
             rc = -EINVAL;
@@ -529,264 +785,3 @@ out:
     return rc;
 }
 
-/* --- the timer thread --- */
-
-static void *timer_main(void *arg)
-{
-    struct core *c = arg;
-    pthread_mutex_lock(&c->lock);
-    while (!c->stop_timer) {
-        int64_t now_wall = clock_wall_ms(), now_mono = clock_mono_ms();
-        struct job *due = NULL; /* chained through a small array below */
-        struct job *batch[256];
-        int exec_of[256];
-        int n = 0;
-        struct tnode *t;
-        while (n < 256 && (t = theap_peek(&c->sched)) && t->key <= now_wall) {
-            struct live *l = CONTAINER_OF(t, struct live, t);
-            theap_del(&c->sched, t);
-            batch[n] = l->job;
-            exec_of[n] = l->exec_idx;
-            l->job = NULL;
-            l->state = LIVE_QUEUED;
-            n++;
-        }
-        (void)due;
-        struct waiter *expired = core_waiters_take_expired_locked(c, now_mono);
-        if (n || expired) {
-            pthread_mutex_unlock(&c->lock);
-            for (int i = 0; i < n; i++) {
-                struct job *job = batch[i];
-                job->status = JOB_QUEUED;
-                struct job *copy = job_dup(job);
-                if (copy) store_update(c, copy, JOB_SCHEDULED, false, NULL, NULL);
-                dispatch_job(c, job, exec_of[i]);
-            }
-            core_waiters_fire_list(expired);
-            pthread_mutex_lock(&c->lock);
-            continue;
-        }
-        /* Sleep until the earliest deadline (at most 1 s, so wall-clock steps are noticed). */
-        int64_t wake = now_mono + 1000;
-        if ((t = theap_peek(&c->sched)) && now_mono + (t->key - now_wall) < wake) wake = now_mono + (t->key - now_wall);
-        if ((t = theap_peek(&c->wheap)) && t->key < wake) wake = t->key;
-        struct timespec ts = {.tv_sec = wake / 1000, .tv_nsec = (wake % 1000) * 1000000L};
-        pthread_cond_timedwait(&c->timer_cv, &c->lock, &ts);
-    }
-    pthread_mutex_unlock(&c->lock);
-    return NULL;
-}
-
-/* --- open, drain, close --- */
-
-struct recover_ctx {
-    struct core *c;
-    long n;
-};
-
-/* Re-dispatches one pending job found at start (open thread). */
-static void recover_one(void *arg, struct job *job)
-{
-    struct recover_ctx *rc = arg;
-    struct core *c = rc->c;
-    int idx = exec_index(c, job->executor);
-    const struct task_def *def = task_find(c->tasks, job->task);
-    struct api_err err;
-    if (def && (idx < 0 || !(c->execs[idx].cfg.kind & def->kinds)) && core_resolve_executor(c, def, NULL, &idx, &err) == 0)
-        job_set_str(&job->executor, c->execs[idx].cfg.name);
-    if (!def || idx < 0) {
-        LOG_WARN("job %s: task '%s' cannot run on this server's configuration; failing it", job->id, job->task);
-        int from = (int)job->status;
-        job->status = JOB_FAILED;
-        job->error_type = JOB_ERR_TASK;
-        job_set_str(&job->error_message, def ? "no configured executor can run this task"
-                                             : "the task is not registered on this server");
-        job->finished_at_ms = clock_wall_ms();
-        store_update(c, job, from, false, NULL, NULL);
-        return;
-    }
-    rc->n++;
-    atomic_fetch_add(&c->execs[idx].held, 1);
-    if (!live_add(c, job, idx, job->status == JOB_SCHEDULED ? LIVE_SCHEDULED : LIVE_QUEUED)) {
-        atomic_fetch_sub(&c->execs[idx].held, 1);
-        job_free(job);
-    } else if (job->status == JOB_SCHEDULED) {
-        schedule_job(c, job, idx);
-    } else {
-        dispatch_job(c, job, idx);
-    }
-}
-
-int core_open(const struct core_options *opt, struct core **out)
-{
-    int rc = 0;
-    struct core *c = calloc(1, sizeof *c);
-    if (!c) return -ENOMEM;
-    c->tasks = opt->tasks;
-    c->store = opt->store;
-    pthread_mutex_init(&c->lock, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->timer_cv, &attr);
-    pthread_condattr_destroy(&attr);
-    core_stats_init(&c->stats);
-    if ((rc = hmap_init(&c->live)) < 0 || (rc = hmap_init(&c->waiters)) < 0) goto fail;
-    c->execs = calloc((size_t)opt->n_executors, sizeof *c->execs);
-    if (!c->execs) {
-        rc = -ENOMEM;
-        goto fail;
-    }
-    struct exec_hooks hooks = {.started = hook_started, .done = hook_done, .progress = hook_progress, .ctx = c};
-    for (int i = 0; i < opt->n_executors; i++) {
-        struct core_exec *ce = &c->execs[i];
-        ce->cfg = opt->executors[i];
-        struct exec_config ec = {.name = ce->cfg.name,
-                                 .kind = ce->cfg.kind,
-                                 .size = ce->cfg.size,
-                                 .worker_argv = opt->worker_argv,
-                                 .memory_mb = ce->cfg.memory_mb,
-                                 .cpu_seconds = ce->cfg.cpu_seconds};
-        if ((rc = exec_new(&ec, c->tasks, &hooks, &ce->ex)) < 0) goto fail;
-        c->n_execs++;
-    }
-    if ((rc = core_metrics_init(c)) < 0) goto fail;
-
-    int requeued = 0, failed = 0;
-    if ((rc = store_recover(c->store, clock_wall_ms(), &requeued, &failed)) < 0) goto fail;
-    if (requeued || failed)
-        LOG_WARN("recovery: %d job(s) that were running when the server stopped were re-queued, %d failed "
-                 "(no attempts left)",
-                 requeued, failed);
-    if ((rc = store_count_by_status(c->store, c->stats.counts)) < 0) goto fail;
-    if ((rc = pthread_create(&c->timer_thread, NULL, timer_main, c)) != 0) {
-        rc = -rc;
-        goto fail;
-    }
-    c->timer_started = true;
-    struct recover_ctx rctx = {.c = c};
-    if ((rc = store_scan_pending(c->store, recover_one, &rctx)) < 0) goto fail;
-    if (rctx.n) LOG_INFO("recovery: %ld pending job(s) dispatched again", rctx.n);
-    if ((rc = core_retention_start(c, opt)) < 0) goto fail;
-    atomic_store(&c->ready, true);
-    *out = c;
-    return 0;
-fail:
-    core_close(c);
-    return rc;
-}
-
-struct drain_arg {
-    struct executor *ex;
-    int64_t grace_ms;
-    pthread_t thread;
-    bool started;
-};
-
-static void *drain_main(void *arg)
-{
-    struct drain_arg *d = arg;
-    exec_drain(d->ex, d->grace_ms);
-    return NULL;
-}
-
-/* Drains every executor at the same time, one short-lived thread each, so
- * that all stop taking jobs at once and share one grace period: drained one
- * after another, each got the whole grace (shutdown took executors x grace)
- * and the later ones kept starting jobs meanwhile. Without a thread (out of
- * memory) an executor is drained here, with what is left of the grace. */
-static void drain_executors(struct core *c, int64_t grace_ms)
-{
-    int64_t end_ms = clock_mono_ms() + grace_ms;
-    struct drain_arg *d = calloc((size_t)c->n_execs, sizeof *d);
-    for (int i = 0; d && i < c->n_execs; i++) {
-        d[i].ex = c->execs[i].ex;
-        d[i].grace_ms = grace_ms;
-        d[i].started = pthread_create(&d[i].thread, NULL, drain_main, &d[i]) == 0;
-    }
-    for (int i = 0; i < c->n_execs; i++) {
-        if (d && d[i].started) continue;
-        int64_t left = end_ms - clock_mono_ms();
-        exec_drain(c->execs[i].ex, left > 0 ? left : 0);
-    }
-    for (int i = 0; d && i < c->n_execs; i++)
-        if (d[i].started) pthread_join(d[i].thread, NULL);
-    free(d);
-}
-
-void core_drain(struct core *c, int64_t grace_ms)
-{
-    if (atomic_exchange(&c->draining, true)) return;
-    atomic_store(&c->ready, false);
-    core_retention_stop(c); /* first: it would only compete with the drain for the writer */
-    LOG_INFO("draining: no new jobs; running jobs have %.1f s to finish", (double)grace_ms / 1000.0);
-    drain_executors(c, grace_ms);
-
-    pthread_mutex_lock(&c->lock);
-    c->stop_timer = true;
-    pthread_cond_signal(&c->timer_cv);
-    pthread_mutex_unlock(&c->lock);
-    if (c->timer_started) pthread_join(c->timer_thread, NULL);
-    c->timer_started = false;
-
-    /* Wait for the last updates (terminal ones wake their waiters), then wake the rest. */
-    store_sync(c->store);
-    atomic_store(&c->drained, true);
-    core_waiters_fire_all(c);
-}
-
-void core_close(struct core *c)
-{
-    if (!c) return;
-    core_drain(c, 0);
-    for (int i = 0; i < c->n_execs; i++) exec_free(c->execs[i].ex);
-    store_sync(c->store);
-    /* Scheduled jobs still in memory stay scheduled in the database. */
-    for (size_t b = 0; b < c->live.nb; b++) {
-        struct hnode *n = c->live.b ? c->live.b[b] : NULL;
-        while (n) {
-            struct hnode *next = n->next;
-            struct live *l = CONTAINER_OF(n, struct live, h);
-            job_free(l->job);
-            free(l);
-            n = next;
-        }
-    }
-    hmap_fini(&c->live);
-    hmap_fini(&c->waiters);
-    theap_fini(&c->sched);
-    theap_fini(&c->wheap);
-    free(c->execs);
-    core_metrics_fini(&c->metrics);
-    core_stats_fini(&c->stats);
-    pthread_cond_destroy(&c->timer_cv);
-    pthread_mutex_destroy(&c->lock);
-    free(c);
-}
-
-bool core_ready(struct core *c)
-{
-    return atomic_load(&c->ready);
-}
-
-int core_executor_stats(struct core *c, struct core_executor_stats *out, int max)
-{
-    for (int i = 0; i < c->n_execs && i < max; i++) {
-        struct core_exec *ce = &c->execs[i];
-        struct exec_stats es;
-        exec_get_stats(ce->ex, &es);
-        out[i] = (struct core_executor_stats){
-            .name = ce->cfg.name,
-            .kind = task_kind_name(ce->cfg.kind),
-            .size = es.size,
-            .busy = es.busy,
-            .queued = es.queued,
-            .max_queued = ce->cfg.max_queued,
-            .submitted = atomic_load(&ce->submitted),
-            .succeeded = atomic_load(&ce->succeeded),
-            .failed = atomic_load(&ce->failed),
-            .cancelled = atomic_load(&ce->cancelled),
-        };
-    }
-    return c->n_execs;
-}

@@ -21,11 +21,13 @@
 #define MAX_ATTEMPTS 100
 #define MAX_KEY_LEN 200
 
-/* Fields this version refuses with a clear message instead of ignoring them. */
-static const char *const not_yet[] = {"depends_on", "concurrency_key", "concurrency_limit", "callback_url"};
+#define MAX_DEPS 1000
+#define MAX_CONCURRENCY_LIMIT 100000
+#define MAX_URL_LEN 2000
 
-static const char *const known[] = {"task",     "args",          "executor", "priority", "timeout",
-                                    "max_attempts", "retry_backoff", "delay",    "run_at",   "idempotency_key"};
+static const char *const known[] = {"task",         "args",          "executor", "priority",       "timeout",
+                                    "max_attempts", "retry_backoff", "delay",    "run_at",         "idempotency_key",
+                                    "depends_on",   "concurrency_key", "concurrency_limit", "callback_url"};
 
 /* "thread", "thread and process", "thread, process and async" (or "or"). */
 static const char *kinds_join(unsigned kinds, const char *conj, char *buf, size_t cap)
@@ -123,10 +125,108 @@ static int get_string(const cJSON *spec, const char *name, const char *prefix, s
     return 0;
 }
 
-int core_job_from_json(struct core *c, const cJSON *spec, const char *prefix, struct job **out, struct api_err *err)
+/* True when a job with this id exists: live, or in the database. */
+static bool job_exists(struct core *c, const char *id)
+{
+    pthread_mutex_lock(&c->lock);
+    bool live = hmap_get(&c->live, id) != NULL;
+    pthread_mutex_unlock(&c->lock);
+    if (live) return true;
+    struct job *j = NULL;
+    int rc = store_job_get(c->store, id, &j);
+    job_free(j);
+    return rc == 0;
+}
+
+/* depends_on: an array of existing job ids, or in a batch (batch_n > 0) also
+ * of indexes of other jobs of the batch (kept as numbers in *out for
+ * core_batch_from_json to replace). Duplicates are dropped. */
+static int get_depends_on(struct core *c, const cJSON *spec, const char *prefix, size_t batch_n, size_t self,
+                          char **out, struct api_err *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(spec, "depends_on");
+    char field[160];
+    snprintf(field, sizeof field, "%sdepends_on", prefix);
+    *out = NULL;
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > MAX_DEPS)
+        return api_err_set(err, API_INVALID_ARGUMENT, field, "%s must be an array of at most %d job ids%s.", field,
+                           MAX_DEPS, batch_n ? " (or indexes of jobs in this batch)" : "");
+    cJSON *ids = cJSON_CreateArray();
+    if (!ids) return api_err_set(err, API_INTERNAL, NULL, "The server ran out of memory.");
+    int i = 0, rc = -1;
+    for (const cJSON *e = v->child; e; e = e->next, i++) {
+        snprintf(field, sizeof field, "%sdepends_on[%d]", prefix, i);
+        cJSON *item = NULL;
+        if (batch_n && cJSON_IsNumber(e)) {
+            double d = e->valuedouble;
+            if (d != floor(d) || d < 0 || d >= (double)batch_n) {
+                api_err_set(err, API_INVALID_ARGUMENT, field, "%s must be the index of a job in this batch (0 to %zu).",
+                            field, batch_n - 1);
+                goto out;
+            }
+            if ((size_t)d == self) {
+                api_err_set(err, API_INVALID_ARGUMENT, field, "%s: a job cannot depend on itself.", field);
+                goto out;
+            }
+            item = cJSON_CreateNumber(d);
+        } else if (cJSON_IsString(e) && id_valid(e->valuestring)) {
+            if (!job_exists(c, e->valuestring)) {
+                api_err_set(err, API_INVALID_ARGUMENT, field, "%s: no job has the id %s.", field, e->valuestring);
+                goto out;
+            }
+            item = cJSON_CreateString(e->valuestring);
+        } else {
+            api_err_set(err, API_INVALID_ARGUMENT, field, "%s must be a job id (26 characters, as returned by a submit)%s.",
+                        field, batch_n ? " or the index of a job in this batch" : "");
+            goto out;
+        }
+        bool dup = false;
+        for (const cJSON *p = ids->child; p && item; p = p->next) dup = dup || cJSON_Compare(p, item, true);
+        if (!item) {
+            api_err_set(err, API_INTERNAL, NULL, "The server ran out of memory.");
+            goto out;
+        }
+        if (dup) cJSON_Delete(item);
+        else cJSON_AddItemToArray(ids, item);
+    }
+    if (!(*out = cJSON_PrintUnformatted(ids))) {
+        api_err_set(err, API_INTERNAL, NULL, "The server ran out of memory.");
+        goto out;
+    }
+    rc = 0;
+out:
+    cJSON_Delete(ids);
+    return rc;
+}
+
+/* callback_url: an absolute http:// or https:// URL. */
+static int get_callback_url(const cJSON *spec, const char *prefix, const char **out, struct api_err *err)
 {
     char field[160];
-    const char *task_name, *executor, *run_at_s, *idem;
+    snprintf(field, sizeof field, "%scallback_url", prefix);
+    if (get_string(spec, "callback_url", prefix, MAX_URL_LEN, out, err) < 0) return -1;
+    const char *u = *out;
+    if (u && ((strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) || strlen(u) < 10 ||
+              strpbrk(u, " \t\r\n") != NULL))
+        return api_err_set(err, API_INVALID_ARGUMENT, field,
+                           "%s must be an absolute http:// or https:// URL without spaces, got \"%.64s\".", field, u);
+    return 0;
+}
+
+int core_job_from_json(struct core *c, const cJSON *spec, const char *prefix, struct job **out, struct api_err *err)
+{
+    return core__job_from_json(c, spec, prefix, 0, 0, out, err);
+}
+
+int core__job_from_json(struct core *c, const cJSON *spec, const char *prefix, size_t batch_n, size_t self,
+                        struct job **out, struct api_err *err)
+{
+    char field[160];
+    const char *task_name, *executor, *run_at_s, *idem, *ckey, *callback_url;
+    double climit = 0;
+    bool has_climit;
+    char *deps_text = NULL;
     double priority = 0, timeout = 0, attempts = 1, backoff = 1, delay = 0;
     bool has_priority, has_timeout, has_attempts, has_backoff, has_delay;
     int64_t run_at_ms = 0;
@@ -151,13 +251,10 @@ int core_job_from_json(struct core *c, const cJSON *spec, const char *prefix, st
         for (size_t i = 0; i < sizeof known / sizeof *known; i++) ok = ok || strcmp(f->string, known[i]) == 0;
         if (ok) continue;
         snprintf(field, sizeof field, "%s%s", prefix, f->string);
-        for (size_t i = 0; i < sizeof not_yet / sizeof *not_yet; i++)
-            if (strcmp(f->string, not_yet[i]) == 0)
-                return api_err_set(err, API_INVALID_ARGUMENT, field,
-                                   "%s is not supported by this version of jobd yet; remove it.", field);
         return api_err_set(err, API_INVALID_ARGUMENT, field,
                            "Unknown field %s; a job takes task, args, executor, priority, timeout, max_attempts, "
-                           "retry_backoff, delay, run_at and idempotency_key.",
+                           "retry_backoff, delay, run_at, idempotency_key, depends_on, concurrency_key, "
+                           "concurrency_limit and callback_url.",
                            field);
     }
 
@@ -206,8 +303,18 @@ int core_job_from_json(struct core *c, const cJSON *spec, const char *prefix, st
         get_number(spec, "retry_backoff", prefix, 0, MAX_BACKOFF_S, false, &backoff, &has_backoff, err) < 0 ||
         get_number(spec, "delay", prefix, 0, MAX_DELAY_S, false, &delay, &has_delay, err) < 0 ||
         get_string(spec, "run_at", prefix, 64, &run_at_s, err) < 0 ||
-        get_string(spec, "idempotency_key", prefix, MAX_KEY_LEN, &idem, err) < 0)
+        get_string(spec, "idempotency_key", prefix, MAX_KEY_LEN, &idem, err) < 0 ||
+        get_string(spec, "concurrency_key", prefix, MAX_KEY_LEN, &ckey, err) < 0 ||
+        get_number(spec, "concurrency_limit", prefix, 1, MAX_CONCURRENCY_LIMIT, true, &climit, &has_climit, err) < 0 ||
+        get_callback_url(spec, prefix, &callback_url, err) < 0 ||
+        get_depends_on(c, spec, prefix, batch_n, self, &deps_text, err) < 0)
         goto out;
+    if (has_climit && !ckey) {
+        snprintf(field, sizeof field, "%sconcurrency_limit", prefix);
+        api_err_set(err, API_INVALID_ARGUMENT, field, "%s needs a concurrency_key: the name of what is limited.",
+                    field);
+        goto out;
+    }
     if (run_at_s) {
         snprintf(field, sizeof field, "%srun_at", prefix);
         if (has_delay) {
@@ -243,9 +350,17 @@ int core_job_from_json(struct core *c, const cJSON *spec, const char *prefix, st
     job->scheduled_at_ms = job->created_at_ms;
     if (has_delay && delay > 0) job->scheduled_at_ms = job->created_at_ms + (int64_t)(delay * 1000.0 + 0.5);
     if (run_at_s) job->scheduled_at_ms = run_at_ms > job->created_at_ms ? run_at_ms : job->created_at_ms;
-    job->status = job->scheduled_at_ms > job->created_at_ms ? JOB_SCHEDULED : JOB_QUEUED;
+    if (deps_text) {
+        free(job->depends_on);
+        job->depends_on = deps_text;
+        deps_text = NULL;
+    }
+    job->concurrency_limit = ckey ? (has_climit ? (int)climit : 1) : 0;
+    bool has_deps = strcmp(job->depends_on, "[]") != 0;
+    job->status = job->scheduled_at_ms > job->created_at_ms || has_deps ? JOB_SCHEDULED : JOB_QUEUED;
     if (job_set_str(&job->task, def->name) < 0 || job_set_str(&job->executor, c->execs[exec_idx].cfg.name) < 0 ||
-        job_set_str(&job->idempotency_key, idem) < 0) {
+        job_set_str(&job->idempotency_key, idem) < 0 || job_set_str(&job->concurrency_key, ckey) < 0 ||
+        job_set_str(&job->callback_url, callback_url) < 0) {
         api_err_set(err, API_INTERNAL, NULL, "The server ran out of memory.");
         goto out;
     }
@@ -255,5 +370,6 @@ int core_job_from_json(struct core *c, const cJSON *spec, const char *prefix, st
 out:
     job_free(job);
     cJSON_free(args_text);
+    cJSON_free(deps_text);
     return rc;
 }

@@ -445,6 +445,20 @@ static const struct setting settings[] = {
      FIELD(retention_failed_ms), "the same for failed and cancelled jobs; 0 keeps them"},
     {"prune-interval", "DURATION", "JOBD_PRUNE_INTERVAL", T_DURATION_MS, "60s", 1, 86400, FIELD(prune_interval_ms),
      "pause between two background retention passes"},
+    {"callback-secret", "SECRET", "JOBD_CALLBACK_SECRET", T_STRING, NULL, 0, 0, FIELD(callback_secret),
+     "sign callback POSTs with HMAC-SHA256 (header Jobd-Signature); unset: unsigned"},
+    {"callback-timeout", "SECONDS", "JOBD_CALLBACK_TIMEOUT", T_SECONDS_MS, "10", 1, 3600, FIELD(callback_timeout_ms),
+     "one callback delivery attempt at most"},
+    {"callback-attempts", "N", "JOBD_CALLBACK_ATTEMPTS", T_INT, "10", 1, 100, FIELD(callback_attempts),
+     "delivery attempts before callback_status becomes failed"},
+    {"callback-backoff-ms", "MS", "JOBD_CALLBACK_BACKOFF_MS", T_LONG, "1000", 1, 3600000, FIELD(callback_backoff_ms),
+     "wait before the second attempt, doubled each time (+0-25% jitter, capped at 10 min)"},
+    {"heartbeat", "SECONDS", "JOBD_HEARTBEAT", T_SECONDS_MS, "15", 1, 3600, FIELD(heartbeat_ms),
+     "comment line sent to idle /v1/events streams this often"},
+    {"event-log", "N", "JOBD_EVENT_LOG", T_LONG, "100000", 1000, 100000000, FIELD(event_log),
+     "state-change events kept in the database for Last-Event-ID resumes"},
+    {"event-buffer", "N", "JOBD_EVENT_BUFFER", T_LONG, "8192", 64, 1000000, FIELD(event_buffer),
+     "recent events kept in memory; a live /v1/events client further behind is told to resync"},
 };
 #define N_SETTINGS ((int)(sizeof settings / sizeof settings[0]))
 _Static_assert(sizeof settings / sizeof settings[0] <= 64, "struct load's by_flag/by_env hold 64 settings");

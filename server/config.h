@@ -40,6 +40,13 @@ struct config {
     int64_t retention_ms;        /* succeeded jobs are pruned this long after they finished; 0 = kept forever */
     int64_t retention_failed_ms; /* the same for failed and cancelled jobs */
     int64_t prune_interval_ms;   /* pause between two retention passes (>= 1000) */
+    char callback_secret[512];   /* "" = callbacks are not signed */
+    int64_t callback_timeout_ms; /* one delivery attempt at most */
+    int callback_attempts;       /* attempts before callback_status "failed" */
+    long callback_backoff_ms;    /* before the 2nd attempt; doubled each time, capped at 10 min */
+    int64_t heartbeat_ms;        /* SSE comment heartbeat interval */
+    long event_log;              /* events the durable log keeps */
+    long event_buffer;           /* recent events kept in memory for live SSE clients */
     /* Owned (heap): freed by config_free(). */
     char *plugins[CONFIG_MAX_PLUGINS]; /* --plugin PATH (repeatable), JOBD_PLUGINS (a:b), file "plugins" */
     int n_plugins;

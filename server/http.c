@@ -44,6 +44,12 @@ struct srv {
     const struct task_registry *tasks;
     struct srv_metrics *metrics; /* request counters; atomics, any thread */
     int port;
+    /* live_lock guards live_reqs (requests allocated and not yet freed) and
+     * pairs with all_done, which srv_stop waits on so that replies woken by
+     * the drain are written before the daemon stops. */
+    pthread_mutex_t live_lock;
+    pthread_cond_t all_done;
+    long live_reqs;
 };
 
 struct srv_req {
@@ -135,6 +141,15 @@ void srv_reply_header(struct srv_req *req, const char *name, const char *value)
     if (req->resp) MHD_add_response_header(req->resp, name, value);
 }
 
+void srv_reply_response(struct srv_req *req, unsigned status, struct MHD_Response *resp)
+{
+    if (!resp) {
+        srv_reply_errorf(req, API_INTERNAL, NULL, "The server ran out of memory.");
+        return;
+    }
+    set_response(req, status, resp);
+}
+
 /* The one place where API codes become HTTP statuses. */
 static unsigned status_of(enum api_code code)
 {
@@ -189,6 +204,7 @@ struct store *srv_req_store(struct srv_req *req) { return req->srv->store; }
 const struct config *srv_req_config(struct srv_req *req) { return req->srv->cfg; }
 const struct task_registry *srv_req_tasks(struct srv_req *req) { return req->srv->tasks; }
 struct srv_req_state *srv_req_state(struct srv_req *req) { return &req->st; }
+struct MHD_Connection *srv_req_connection(struct srv_req *req) { return req->conn; }
 struct srv_metrics *srv_req_metrics(struct srv_req *req) { return req->srv->metrics; }
 
 const char *srv_req_query(struct srv_req *req, const char *name)
@@ -211,8 +227,13 @@ void srv_req_ref(struct srv_req *req)
 void srv_req_unref(struct srv_req *req)
 {
     if (atomic_fetch_sub(&req->refs, 1) != 1) return;
+    struct srv *s = req->srv;
+    pthread_mutex_lock(&s->live_lock);
+    if (--s->live_reqs == 0) pthread_cond_broadcast(&s->all_done);
+    pthread_mutex_unlock(&s->live_lock);
     if (req->resp) MHD_destroy_response(req->resp);
     job_free(req->st.job);
+    if (req->st.ext_free) req->st.ext_free(req->st.ext);
     free(req->body);
     pthread_mutex_destroy(&req->lock);
     free(req);
@@ -367,6 +388,9 @@ static struct srv_req *req_new(struct srv *s, struct MHD_Connection *conn, const
     struct srv_req *req = calloc(1, sizeof *req);
     if (!req) return NULL;
     req->srv = s;
+    pthread_mutex_lock(&s->live_lock);
+    s->live_reqs++;
+    pthread_mutex_unlock(&s->live_lock);
     req->conn = conn;
     pthread_mutex_init(&req->lock, NULL);
     atomic_store(&req->refs, 1);
@@ -516,6 +540,10 @@ int srv_start(const struct config *cfg, struct core *core, struct store *store, 
               struct srv **out)
 {
     struct srv *s = calloc(1, sizeof *s);
+    if (s) {
+        pthread_mutex_init(&s->live_lock, NULL);
+        pthread_cond_init(&s->all_done, NULL);
+    }
     if (!s) return -ENOMEM;
     s->cfg = cfg;
     s->core = core;
@@ -564,10 +592,28 @@ int srv_port(const struct srv *s)
     return s->port;
 }
 
+/* How long srv_stop lets requests still in progress (parked ones the drain
+ * woke, SSE streams ending) write their replies. */
+#define SRV_STOP_GRACE_MS 3000
+
 void srv_stop(struct srv *s)
 {
     if (!s) return;
+    /* Woken by core_drain, parked long polls and waits are being answered on
+     * the HTTP threads right now: stopping the daemon under them would close
+     * their connections with no reply. Wait (bounded) for them to finish. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += SRV_STOP_GRACE_MS / 1000;
+    pthread_mutex_lock(&s->live_lock);
+    while (s->daemon && s->live_reqs > 0 && pthread_cond_timedwait(&s->all_done, &s->live_lock, &ts) == 0) {
+    }
+    long left = s->live_reqs;
+    pthread_mutex_unlock(&s->live_lock);
+    if (left > 0) LOG_DEBUG("stopping with %ld request(s) still in progress", left);
     if (s->daemon) MHD_stop_daemon(s->daemon);
     srv_metrics_free(s->metrics);
+    pthread_cond_destroy(&s->all_done);
+    pthread_mutex_destroy(&s->live_lock);
     free(s);
 }

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "../common/log.h"
@@ -152,6 +153,15 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by every thread created below */
     signal(SIGPIPE, SIG_IGN);
+    /* Every open connection is a descriptor, and an SSE client holds one for
+     * as long as it listens: the usual soft limit of 1024 would cap the
+     * server near 1,000 clients, well under --max-connections. The soft
+     * limit may be raised up to the hard one without privileges. */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &nofile) != 0) LOG_WARN("cannot raise the open-file limit: %s", strerror(errno));
+    }
 
     int status = 1, rc;
     struct store *store = NULL;
@@ -164,7 +174,7 @@ int main(int argc, char **argv)
         status = 2;
         goto out;
     }
-    struct store_options so = {.path = cfg.db_path, .sync_full = cfg.sync_full};
+    struct store_options so = {.path = cfg.db_path, .sync_full = cfg.sync_full, .event_log = cfg.event_log};
     if (lock_fd == -2) {
         /* Create the directory through the store, then lock before any use. */
         if ((rc = store_open(&so, &store)) == 0) {
@@ -194,6 +204,11 @@ int main(int argc, char **argv)
                               .store = store,
                               .worker_argv = worker_argv,
                               .retention_ms = cfg.retention_ms,
+                              .event_buffer = cfg.event_buffer,
+                              .callback_secret = cfg.callback_secret,
+                              .callback_timeout_ms = cfg.callback_timeout_ms,
+                              .callback_max_attempts = cfg.callback_attempts,
+                              .callback_backoff_ms = cfg.callback_backoff_ms,
                               .retention_failed_ms = cfg.retention_failed_ms,
                               .prune_interval_ms = cfg.prune_interval_ms};
     if ((rc = core_open(&co, &core)) < 0) {

@@ -21,7 +21,7 @@
 
 /* --- small helpers --- */
 
-static enum srv_step reply_errno(struct srv_req *req, int rc, const char *what)
+enum srv_step srv_reply_errno(struct srv_req *req, int rc, const char *what)
 {
     struct api_err err;
     api_err_from_errno(&err, rc, what);
@@ -40,8 +40,7 @@ static enum srv_step reply_job(struct srv_req *req, unsigned status, const struc
     return STEP_DONE;
 }
 
-/* Parses ?wait=SECONDS into *ms (0 when absent). Replies and returns -1 when bad. */
-static int parse_wait(struct srv_req *req, int64_t *ms)
+int srv_parse_wait(struct srv_req *req, int64_t *ms)
 {
     const char *w = srv_req_query(req, "wait");
     *ms = 0;
@@ -55,6 +54,27 @@ static int parse_wait(struct srv_req *req, int64_t *ms)
     }
     *ms = (int64_t)(s * 1000.0);
     return 0;
+}
+
+cJSON *srv_parse_body(struct srv_req *req, const char *example)
+{
+    const struct srv_req_info *in = srv_req_info(req);
+    const char *end = NULL;
+    size_t bad_at = 0;
+    if (!utf8_valid(in->body, in->body_len, &bad_at)) {
+        srv_reply_errorf(req, API_BAD_JSON, NULL, "The body is not valid UTF-8 (bad byte at offset %zu).", bad_at);
+        return NULL;
+    }
+    /* The body is NUL-terminated; counting the NUL makes cJSON refuse trailing garbage. */
+    cJSON *body = cJSON_ParseWithLengthOpts(in->body, in->body_len + 1, &end, true);
+    if (!body) {
+        size_t at = end && end >= in->body ? (size_t)(end - in->body) : 0;
+        if (in->body_len)
+            srv_reply_errorf(req, API_BAD_JSON, NULL, "The body is not valid JSON (error near byte %zu).", at);
+        else
+            srv_reply_errorf(req, API_BAD_JSON, NULL, "The body is empty; send a JSON object like %s.", example);
+    }
+    return body;
 }
 
 /* Replies 404 unless the path id is a well-formed id. */
@@ -102,7 +122,7 @@ static enum srv_step wait_or_finish(struct srv_req *req)
     if (rc < 0 || job_status_terminal(job->status) || !registered) {
         if (registered && core_wait_cancel(c, st->id, token)) srv_req_unref(req);
         /* If the cancel lost the race, the waiter's wake only sets a flag. */
-        enum srv_step r = rc < 0 ? reply_errno(req, rc, "The job") : finish_with(req, job);
+        enum srv_step r = rc < 0 ? srv_reply_errno(req, rc, "The job") : finish_with(req, job);
         job_free(job);
         if (registered && r == STEP_DONE) {
             /* The waiter may still wake us later: that is harmless (woken flag only). */
@@ -119,7 +139,7 @@ static enum srv_step wait_woken(struct srv_req *req)
     struct srv_req_state *st = srv_req_state(req);
     struct job *job = NULL;
     int rc = store_job_get(srv_req_store(req), st->id, &job);
-    enum srv_step r = rc < 0 ? reply_errno(req, rc, "The job") : finish_with(req, job);
+    enum srv_step r = rc < 0 ? srv_reply_errno(req, rc, "The job") : finish_with(req, job);
     job_free(job);
     return r;
 }
@@ -143,12 +163,12 @@ static enum srv_step submit_committed(struct srv_req *req)
         /* Lost an idempotency race: the first job wins. */
         struct job *first = NULL;
         int rc = store_job_get_by_idempotency(srv_req_store(req), st->key, &first);
-        if (rc < 0) return reply_errno(req, rc, "The job");
+        if (rc < 0) return srv_reply_errno(req, rc, "The job");
         enum srv_step r = reply_job(req, 200, first);
         job_free(first);
         return r;
     }
-    if (st->rc < 0) return reply_errno(req, st->rc, "The job");
+    if (st->rc < 0) return srv_reply_errno(req, st->rc, "The job");
     if (st->deadline_ms > 0) {
         st->ok_status = 202;
         return wait_or_finish(req);
@@ -159,27 +179,12 @@ static enum srv_step submit_committed(struct srv_req *req)
 static enum srv_step h_submit(struct srv_req *req)
 {
     struct srv_req_state *st = srv_req_state(req);
-    const struct srv_req_info *in = srv_req_info(req);
     struct api_err err = {0};
     int64_t wait_ms;
-    if (parse_wait(req, &wait_ms) < 0) return STEP_DONE;
+    if (srv_parse_wait(req, &wait_ms) < 0) return STEP_DONE;
 
-    const char *end = NULL;
-    size_t bad_at = 0;
-    if (!utf8_valid(in->body, in->body_len, &bad_at)) {
-        srv_reply_errorf(req, API_BAD_JSON, NULL, "The body is not valid UTF-8 (bad byte at offset %zu).", bad_at);
-        return STEP_DONE;
-    }
-    /* The body is NUL-terminated; counting the NUL makes cJSON refuse trailing garbage. */
-    cJSON *spec = cJSON_ParseWithLengthOpts(in->body, in->body_len + 1, &end, true);
-    if (!spec) {
-        size_t at = end && end >= in->body ? (size_t)(end - in->body) : 0;
-        srv_reply_errorf(req, API_BAD_JSON, NULL,
-                         in->body_len ? "The body is not valid JSON (error near byte %zu)."
-                                      : "The body is empty; send a JSON object like {\"task\": \"noop\"}.%.0zu",
-                         at);
-        return STEP_DONE;
-    }
+    cJSON *spec = srv_parse_body(req, "{\"task\": \"noop\"}");
+    if (!spec) return STEP_DONE;
     const char *hkey = srv_req_header(req, "Idempotency-Key");
     if (hkey && cJSON_IsObject(spec)) {
         const cJSON *bkey = cJSON_GetObjectItemCaseSensitive(spec, "idempotency_key");
@@ -211,7 +216,7 @@ static enum srv_step h_submit(struct srv_req *req)
     }
     if (!(st->job = job_dup(job))) {
         job_free(job);
-        return reply_errno(req, -ENOMEM, "The job");
+        return srv_reply_errno(req, -ENOMEM, "The job");
     }
     memcpy(st->id, job->id, sizeof st->id);
     st->deadline_ms = wait_ms > 0 ? clock_mono_ms() + wait_ms : 0;
@@ -224,7 +229,7 @@ static enum srv_step h_submit(struct srv_req *req)
                              "Executor '%s' holds its maximum of queued jobs; retry later.", st->job->executor);
             return STEP_DONE;
         }
-        return reply_errno(req, rc, "The job");
+        return srv_reply_errno(req, rc, "The job");
     }
     st->next = submit_committed;
     return STEP_PARK;
@@ -236,7 +241,7 @@ static enum srv_step h_get(struct srv_req *req)
 {
     struct srv_req_state *st = srv_req_state(req);
     int64_t wait_ms;
-    if (!check_id(req) || parse_wait(req, &wait_ms) < 0) return STEP_DONE;
+    if (!check_id(req) || srv_parse_wait(req, &wait_ms) < 0) return STEP_DONE;
     snprintf(st->id, sizeof st->id, "%s", srv_req_info(req)->id);
     st->ok_status = 200;
     if (wait_ms > 0) {
@@ -245,7 +250,7 @@ static enum srv_step h_get(struct srv_req *req)
     }
     struct job *job = NULL;
     int rc = store_job_get(srv_req_store(req), st->id, &job);
-    if (rc < 0) return reply_errno(req, rc, "The job");
+    if (rc < 0) return srv_reply_errno(req, rc, "The job");
     reply_job(req, 200, job);
     job_free(job);
     return STEP_DONE;
@@ -297,7 +302,7 @@ static enum srv_step h_list(struct srv_req *req)
     size_t n = 0;
     char next[ID_LEN + 1] = "";
     int rc = store_job_list(srv_req_store(req), &f, &jobs, &n, next);
-    if (rc < 0) return reply_errno(req, rc, "The job list");
+    if (rc < 0) return srv_reply_errno(req, rc, "The job list");
     cJSON *root = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(root, "jobs");
     for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(arr, job_to_json(jobs[i]));
@@ -327,7 +332,7 @@ static enum srv_step h_cancel(struct srv_req *req)
         srv_reply_errorf(req, API_UNAVAILABLE, NULL, "Job %s is being loaded; retry the cancel in a moment.", st->id);
         return STEP_DONE;
     }
-    if (rc < 0) return reply_errno(req, rc, "The job");
+    if (rc < 0) return srv_reply_errno(req, rc, "The job");
     /* Give a running job a moment to stop so the reply usually shows the end. */
     st->ok_status = 200;
     st->deadline_ms = clock_mono_ms() + CANCEL_WAIT_MS;
@@ -337,7 +342,7 @@ static enum srv_step h_cancel(struct srv_req *req)
 static enum srv_step retry_committed(struct srv_req *req)
 {
     struct srv_req_state *st = srv_req_state(req);
-    if (st->rc < 0) return reply_errno(req, st->rc, "The job");
+    if (st->rc < 0) return srv_reply_errno(req, st->rc, "The job");
     return reply_job(req, 202, st->job);
 }
 
@@ -361,7 +366,7 @@ static enum srv_step h_retry(struct srv_req *req)
             srv_reply_errorf(req, API_CONFLICT, NULL, "The job's task cannot run on this server's configuration.");
             return STEP_DONE;
         }
-        return reply_errno(req, rc, "The job");
+        return srv_reply_errno(req, rc, "The job");
     }
     st->next = retry_committed;
     return STEP_PARK;
@@ -374,7 +379,7 @@ static enum srv_step delete_committed(struct srv_req *req)
         srv_reply_errorf(req, API_CONFLICT, NULL, "Job %s has not finished; cancel it first.", st->id);
         return STEP_DONE;
     }
-    if (st->rc < 0) return reply_errno(req, st->rc, "The job");
+    if (st->rc < 0) return srv_reply_errno(req, st->rc, "The job");
     srv_reply_empty(req, 204);
     return STEP_DONE;
 }
@@ -487,6 +492,7 @@ static enum srv_step h_readyz(struct srv_req *req)
 
 static const char *const q_wait[] = {"wait", NULL};
 static const char *const q_list[] = {"status", "task", "executor", "batch", "limit", "cursor", NULL};
+static const char *const q_events[] = {"job", "batch", "last_event_id", "timeout", NULL};
 
 const struct srv_route srv_routes[] = {
     {"GET", "/healthz", h_healthz, NULL, false},
@@ -497,6 +503,10 @@ const struct srv_route srv_routes[] = {
     {"DELETE", "/v1/jobs/{id}", h_delete, NULL, true},
     {"POST", "/v1/jobs/{id}/cancel", h_cancel, NULL, true},
     {"POST", "/v1/jobs/{id}/retry", h_retry, NULL, true},
+    {"POST", "/v1/wait", srv_h_wait, NULL, true},
+    {"POST", "/v1/batches", srv_h_batch_create, NULL, true},
+    {"GET", "/v1/batches/{id}", srv_h_batch_get, q_wait, true},
+    {"GET", "/v1/events", srv_h_events, q_events, true},
     {"GET", "/v1/tasks", h_tasks, NULL, true},
     {"GET", "/v1/executors", h_executors, NULL, true},
     {"GET", "/v1/stats", h_stats, NULL, true},

@@ -61,6 +61,8 @@ struct srv_req_state {
     char id[ID_LEN + 1];
     char key[256];         /* idempotency key */
     int ok_status;         /* the status for a successful reply */
+    void *ext;             /* a handler's own state, freed with the request by ext_free (if set) */
+    void (*ext_free)(void *ext);
 };
 struct srv_req_state *srv_req_state(struct srv_req *req);
 
@@ -77,6 +79,16 @@ void srv_reply_static(struct srv_req *req, unsigned status, const char *content_
 void srv_reply_text(struct srv_req *req, unsigned status, const char *content_type, char *buf, size_t len);
 /* Adds a header to the response set by the last reply call. */
 void srv_reply_header(struct srv_req *req, const char *name, const char *value);
+
+/* Streaming replies (server/sse.c). The handler builds a libmicrohttpd
+ * response itself (e.g. MHD_create_response_from_callback) and hands it over
+ * with srv_reply_response(), which takes it (NULL: replies 500). The
+ * connection is for MHD_suspend_connection()/MHD_resume_connection() from
+ * the response's content reader; it outlives the response. */
+struct MHD_Connection;
+struct MHD_Response;
+void srv_reply_response(struct srv_req *req, unsigned status, struct MHD_Response *resp);
+struct MHD_Connection *srv_req_connection(struct srv_req *req);
 
 /* Parking. srv_req_ref() before handing the request to a waker; the waker
  * calls srv_req_wake() exactly once (which also drops that reference). A
@@ -112,6 +124,17 @@ size_t srv_metrics_escape(char *out, size_t cap, const char *value);
 /* Handlers in their own files. */
 enum srv_step srv_h_metrics(struct srv_req *req); /* server/metrics.c: GET /metrics */
 enum srv_step srv_h_openapi(struct srv_req *req); /* server/openapi.c: GET /v1/openapi.json */
+enum srv_step srv_h_events(struct srv_req *req);  /* server/sse.c: GET /v1/events */
+/* server/futures.c */
+enum srv_step srv_h_wait(struct srv_req *req);         /* POST /v1/wait */
+enum srv_step srv_h_batch_create(struct srv_req *req); /* POST /v1/batches */
+enum srv_step srv_h_batch_get(struct srv_req *req);    /* GET /v1/batches/{id} */
+/* Parses ?wait=SECONDS into *ms (0 when absent); replies 400 and returns -1 when bad. */
+int srv_parse_wait(struct srv_req *req, int64_t *ms);
+/* Parses a JSON request body (UTF-8, no trailing garbage); replies 400 and returns NULL when bad. */
+cJSON *srv_parse_body(struct srv_req *req, const char *example);
+/* Replies with the error for a negative errno from core/store about `what` ("The job"). */
+enum srv_step srv_reply_errno(struct srv_req *req, int rc, const char *what);
 
 /* --- the route table (server/routes.c) --- */
 struct srv_route {

@@ -15,6 +15,7 @@
 #include "store_int.h"
 
 #define STORE_DEFAULT_MAX_BATCH 4096
+#define STORE_DEFAULT_EVENT_LOG 100000
 #define STORE_BUSY_TIMEOUT_MS 5000
 
 /* PRAGMA application_id of a jobd database: "jobd" in ASCII. Tells our
@@ -87,6 +88,44 @@ static const char *const schema_steps[] = {
     "CREATE INDEX jobs_batch ON jobs (batch_id, id) WHERE batch_id IS NOT NULL;"
     "PRAGMA application_id = 1785684580;" /* STORE_APPLICATION_ID */
     "PRAGMA user_version = 1;",
+
+    /* v2: futures (issue #4). attempts keeps each finished attempt of a job
+     * (JSON array). jobs_batch gains status, so "is any job of this batch
+     * still pending?" - asked on every terminal update of a batch job - is
+     * three index probes, not a walk of the batch. events is the durable,
+     * bounded event log behind GET /v1/events (seq is the rowid: appends,
+     * and trimming the oldest is a range delete). deliveries holds the
+     * callbacks still to be POSTed, so they survive a restart. */
+    "ALTER TABLE jobs ADD COLUMN attempts TEXT;"
+    "DROP INDEX jobs_batch;"
+    "CREATE INDEX jobs_batch ON jobs (batch_id, status) WHERE batch_id IS NOT NULL;"
+    "CREATE TABLE batches ("
+    " id TEXT NOT NULL PRIMARY KEY,"
+    " total INTEGER NOT NULL,"
+    " created_at_ms INTEGER NOT NULL,"
+    " finished_at_ms INTEGER,"
+    " callback_url TEXT,"
+    " callback_status TEXT,"
+    " idempotency_key TEXT"
+    ") WITHOUT ROWID;"
+    "CREATE UNIQUE INDEX batches_idempotency ON batches (idempotency_key) WHERE idempotency_key IS NOT NULL;"
+    "CREATE TABLE events ("
+    " seq INTEGER PRIMARY KEY,"
+    " type TEXT NOT NULL,"
+    " job_id TEXT,"
+    " batch_id TEXT,"
+    " data TEXT NOT NULL);"
+    /* AUTOINCREMENT: a delivery id (the Jobd-Delivery header) is never reused */
+    "CREATE TABLE deliveries ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " kind TEXT NOT NULL CHECK (kind = 'job' OR kind = 'batch'),"
+    " ref_id TEXT NOT NULL,"
+    " url TEXT NOT NULL,"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " next_at_ms INTEGER NOT NULL,"
+    " last_error TEXT);"
+    "CREATE INDEX deliveries_due ON deliveries (next_at_ms);"
+    "PRAGMA user_version = 2;",
 };
 #define SCHEMA_VERSION ((int)(sizeof schema_steps / sizeof schema_steps[0]))
 
@@ -401,6 +440,7 @@ int store_open(const struct store_options *opt, struct store **out)
     pthread_mutex_init(&st->pool_lock, NULL);
     st->sync_full = opt->sync_full;
     st->max_batch = opt->max_batch ? opt->max_batch : STORE_DEFAULT_MAX_BATCH;
+    st->ev_keep = opt->event_log > 0 ? (uint64_t)opt->event_log : STORE_DEFAULT_EVENT_LOG;
     if (!(st->path = strdup(opt->path))) {
         ret = -ENOMEM;
         goto out;
@@ -408,6 +448,7 @@ int store_open(const struct store_options *opt, struct store **out)
     if ((ret = make_parent_dirs(st->path))) goto out;
     if ((ret = open_writer(st))) goto out;
     if ((ret = store__writer_prepare(st))) goto out;
+    if ((ret = store__events_open(st))) goto out;
     if ((ret = store__writer_start(st))) goto out;
     LOG_DEBUG("store: opened %s (schema version %d, synchronous %s)", st->path, SCHEMA_VERSION,
               st->sync_full ? "FULL" : "NORMAL");

@@ -23,6 +23,7 @@ struct store_options {
     const char *path;  /* database file; its directory is created if missing */
     bool sync_full;    /* PRAGMA synchronous=FULL (fsync per commit) instead of NORMAL */
     int max_batch;     /* ops per transaction at most; 0 = default (4096) */
+    long event_log;    /* events the log keeps at least; 0 = default (100000) */
 };
 
 /* Opens (creating if needed) the database, runs migrations, and starts the
@@ -52,6 +53,93 @@ int store_job_update(struct store *st, struct job *job, store_done_cb cb, void *
 int store_job_progress(struct store *st, const char *id, double fraction, const char *message);
 /* Deletes a terminal job: -ENOENT if absent, -EALREADY if not terminal. */
 int store_job_delete(struct store *st, const char *id, store_done_cb cb, void *ctx);
+
+/* --- the event log ---
+ *
+ * Every insert and update of a job is a state change and writes one event
+ * row in the same transaction: {seq, "job", job id, batch id, data} where
+ * data is job_event_text() of the job as written. When a batch's last job
+ * ends, a "batch" event is written too. seq increases by one per event and is
+ * never reused (the log keeps the newest `event_log` events; older ones are
+ * deleted). After each commit the writer calls the event callback for every
+ * event of that commit, in seq order, before the ops' own callbacks. */
+struct store_event {
+    uint64_t seq;
+    const char *type;     /* "job" or "batch" */
+    const char *job_id;   /* "" for batch events */
+    const char *batch_id; /* "" when none */
+    const char *data;     /* JSON text */
+};
+/* Lent for the call; runs on the writer thread (or the reading thread for
+ * store_events_read) and must not block. */
+typedef void (*store_event_cb)(void *ctx, const struct store_event *ev);
+/* Sets the listener of committed events (NULL: none). Any thread. */
+void store_set_event_cb(struct store *st, store_event_cb cb, void *ctx);
+/* Calls cb for up to `limit` events with seq > after_seq, oldest first, from
+ * the log. Returns the number read (>= 0) or a negative errno. */
+int store_events_read(struct store *st, uint64_t after_seq, int limit, store_event_cb cb, void *ctx);
+/* The seq of the newest committed event (0: none yet) and of the oldest the
+ * log still holds (latest + 1 when it is empty). Any thread, no I/O. */
+void store_events_range(struct store *st, uint64_t *oldest, uint64_t *latest);
+
+/* --- batches ---
+ *
+ * A batch row is inserted with all its jobs in one op, all or nothing. The
+ * batch is finished, in the transaction of its last job's terminal update,
+ * when none of its jobs is scheduled, queued or running any more: then
+ * finished_at_ms is set, a "batch" event written, and, with a callback_url,
+ * callback_status becomes "pending" and a delivery is queued. Recovery
+ * finishes batches whose last job ended without that (worker_lost). */
+struct store_batch {
+    char id[ID_LEN + 1];
+    int64_t total;
+    int64_t counts[JOB_STATUS_COUNT]; /* reads only */
+    int64_t created_at_ms, finished_at_ms; /* 0 = not finished */
+    char *callback_url;    /* owned, may be NULL */
+    char *callback_status; /* owned, may be NULL */
+    char *idempotency_key; /* owned, may be NULL */
+};
+void store_batch_clear(struct store_batch *b); /* frees the strings; accepts a zeroed struct */
+/* Called once on the writer thread: rc 0, -EEXIST (a batch with the same
+ * idempotency key or a job id collision: nothing was written) or a
+ * transaction errno. The jobs array (n jobs, in order) is handed back to the
+ * callee, which frees each job and the array. */
+typedef void (*store_batch_done_cb)(void *ctx, int rc, struct job **jobs, size_t n);
+/* Queues the insert of batch b (its strings copied) and of the n jobs
+ * (array and jobs moved in; freed on error). Returns 0 or -ESHUTDOWN/-ENOMEM
+ * (cb not called). */
+int store_batch_insert(struct store *st, const struct store_batch *b, struct job **jobs, size_t n,
+                       store_batch_done_cb cb, void *ctx);
+/* The batch with its counts by status: 0, -ENOENT or -EIO. by_key looks it
+ * up by idempotency key instead of id. The caller clears *out. */
+int store_batch_get(struct store *st, const char *id_or_key, bool by_key, struct store_batch *out);
+
+/* --- callback deliveries ---
+ *
+ * A job that ends with a callback_url (its callback_status is set to
+ * "pending" by the writer) gets a delivery row in the same transaction; so
+ * does a finished batch with one. The deliverer (core/callbacks.c) reads due
+ * deliveries and reports each attempt's outcome. */
+struct store_delivery {
+    int64_t id;
+    char kind[8];             /* "job" or "batch" */
+    char ref_id[ID_LEN + 1];  /* the job or batch id */
+    char url[2048];
+    int attempts;             /* attempts made so far */
+    int64_t next_at_ms;       /* wall ms when it is due */
+};
+/* The deliveries with the earliest next_at_ms (due or not), up to max, into
+ * out. Returns the number (>= 0) or a negative errno. */
+int store_deliveries_next(struct store *st, struct store_delivery *out, int max);
+enum store_delivery_outcome { STORE_DELIVERY_DELIVERED, STORE_DELIVERY_FAILED, STORE_DELIVERY_RETRY };
+/* Records one attempt: DELIVERED / FAILED delete the delivery and set the
+ * job's or batch's callback_status to "delivered" / "failed"; RETRY keeps it
+ * with attempts and next_at_ms. done (may be NULL) runs on the writer thread
+ * after the commit with 0 or a negative errno. Returns 0 or -ESHUTDOWN/-ENOMEM
+ * (done not called). */
+typedef void (*store_delivery_done_cb)(void *ctx, int rc);
+int store_delivery_record(struct store *st, const struct store_delivery *d, enum store_delivery_outcome outcome,
+                          const char *last_error, store_delivery_done_cb done, void *ctx);
 
 /* Blocks until every op queued before the call is committed. For tests and shutdown. */
 void store_sync(struct store *st);

@@ -23,6 +23,7 @@
 
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 
 #include "store.h"
 
@@ -34,7 +35,7 @@
     "retry_backoff_ms, created_at_ms, scheduled_at_ms, started_at_ms, finished_at_ms, "            \
     "progress_fraction, progress_message, result, error_type, error_message, worker_pid, "         \
     "worker_thread, batch_id, depends_on, concurrency_key, concurrency_limit, idempotency_key, "   \
-    "callback_url, callback_status"
+    "callback_url, callback_status, attempts"
 
 enum store_col {
     COL_ID,
@@ -65,10 +66,23 @@ enum store_col {
     COL_IDEMPOTENCY_KEY,
     COL_CALLBACK_URL,
     COL_CALLBACK_STATUS,
+    COL_ATTEMPTS,
     COL_COUNT
 };
 
-enum store_op_kind { OP_INSERT, OP_UPDATE, OP_PROGRESS, OP_DELETE, OP_RECOVER, OP_PRUNE };
+enum store_op_kind { OP_INSERT, OP_UPDATE, OP_PROGRESS, OP_DELETE, OP_RECOVER, OP_PRUNE, OP_BATCH, OP_DELIVERY };
+
+/* One event of the log (storage/store_events.c): made with its data by the
+ * queueing thread (job events) or the writer (batch events, recovery), given
+ * its seq by the writer, handed to the event callback after the commit. */
+struct store_evrec {
+    struct store_evrec *next;
+    uint64_t seq; /* 0 until written */
+    char type[8]; /* "job" or "batch" */
+    char job_id[ID_LEN + 1];   /* "" for a batch event */
+    char batch_id[ID_LEN + 1]; /* "" when none */
+    char *data;                /* owned */
+};
 
 /* Where a prune op works; lives on store_prune_batch's stack, which waits
  * (store_sync) for the writer. The writer works on `work`, a copy of the
@@ -89,6 +103,15 @@ struct store_recover_result {
     int failed;
 };
 
+/* Where an OP_DELIVERY's input lives (owned by the op). */
+struct store_delivery_result {
+    struct store_delivery d;
+    enum store_delivery_outcome outcome;
+    char *last_error;
+    store_delivery_done_cb done;
+    void *ctx;
+};
+
 /* One queued write. Made by the queueing thread, then owned by the queue
  * (q_lock), then by the writer thread, which frees it after its callback. */
 struct store_op {
@@ -104,6 +127,17 @@ struct store_op {
     store_done_cb cb;                    /* insert, update, delete; may be NULL */
     void *ctx;
     struct store_op *superseded_by;      /* writer only: a later update of the same job in this batch */
+    /* Events of this op, in seq order once written (owned). An insert or
+     * update carries its job's event from the queueing thread; the writer
+     * appends batch events and those of recovery. */
+    struct store_evrec *events;
+    /* OP_BATCH: the batch row and its jobs (owned until handed to bcb). */
+    struct store_batch *batch;
+    struct job **jobs;
+    size_t n_jobs;
+    store_batch_done_cb bcb;
+    /* OP_DELIVERY */
+    struct store_delivery_result *delivery;
 };
 
 /* Cached statements of the writer connection (prepared once in store_open). */
@@ -116,8 +150,22 @@ enum store_wstmt {
     WST_PROGRESS,
     WST_DELETE,
     WST_EXISTS,
-    WST_RECOVER_REQUEUE,
-    WST_RECOVER_FAIL,
+    WST_RECOVER_SCAN,
+    WST_EVENT_INSERT,
+    WST_EVENT_TRIM,
+    WST_BATCH_PENDING,
+    WST_BATCH_FINISH,
+    WST_BATCH_COUNTS,
+    WST_BATCH_INSERT,
+    WST_BATCH_UNFINISHED,
+    WST_DELIVERY_INSERT,
+    WST_DELIVERY_DELETE,
+    WST_DELIVERY_RETRY,
+    WST_CALLBACK_STATUS_JOB,
+    WST_CALLBACK_STATUS_BATCH,
+    WST_SAVEPOINT,
+    WST_RELEASE,
+    WST_ROLLBACK_TO,
     WST_COUNT
 };
 
@@ -134,6 +182,11 @@ struct store_reader {
     sqlite3_stmt *get_by_idempotency;
     sqlite3_stmt *count;
     sqlite3_stmt *scan;
+    sqlite3_stmt *events;     /* store_events_read */
+    sqlite3_stmt *batch_get;  /* store_batch_get, by id or idempotency key */
+    sqlite3_stmt *batch_by_key;
+    sqlite3_stmt *batch_counts;
+    sqlite3_stmt *deliveries; /* store_deliveries_due */
     sqlite3_stmt *list[STORE_LIST_SHAPES][JOB_STATUS_COUNT]; /* prepared on first use */
 };
 
@@ -169,6 +222,16 @@ struct store {
     store_batch_hook_cb hook;         /* test seam */
     void *hook_ctx;
     struct store_stats stats; /* .queued unused: q_len is the truth */
+    store_event_cb event_cb;  /* read by the writer with each batch it takes */
+    void *event_ctx;
+
+    /* The event log. ev_seq and ev_trimmed are the writer's (store_open's
+     * before it starts); ev_latest and ev_oldest are published after each
+     * commit for readers (atomics, any thread). */
+    uint64_t ev_keep;    /* events kept at least (the log's bound) */
+    uint64_t ev_seq;     /* the last seq written, committed or not */
+    uint64_t ev_trimmed; /* every seq <= this is deleted */
+    _Atomic uint64_t ev_latest, ev_oldest;
 
     /* pool_lock guards every field of this block. */
     pthread_mutex_t pool_lock;
@@ -209,6 +272,37 @@ int store__prune_exec(struct store *st, struct store_prune_result *r);
 
 /* Reader side (store_read.c). Closes every idle read connection. */
 void store__readers_close(struct store *st);
+/* Borrows a read connection from the pool (opening one when none is idle) and
+ * gives it back. 0 or a negative errno. */
+int store__reader_get(struct store *st, struct store_reader **out);
+void store__reader_put(struct store *st, struct store_reader *r);
+/* The conversion of a row in STORE_JOB_COLUMNS order to a new job. */
+int store__row_to_job(sqlite3_stmt *s, struct job **out);
+/* Logs a failed step on a read connection and maps its code. */
+int store__read_errno(struct store_reader *r, int rc);
+
+/* The writer's side of events, batches and deliveries (store_events.c),
+ * inside the open transaction. Each returns 0 (op->rc holds the op's own
+ * outcome) or a negative errno that loses the transaction. */
+/* Binds and runs one job row write (insert or update) with what goes with
+ * it: the job's event, a pending callback delivery when it ends, and the end
+ * of its batch when it was the batch's last job. */
+int store__job_write(struct store *st, struct store_op *op, struct job *job, bool insert);
+/* Only the event of an update overwritten later in the same transaction. */
+int store__event_write_only(struct store *st, struct store_op *op);
+int store__batch_exec(struct store *st, struct store_op *op);
+int store__delivery_exec(struct store *st, struct store_op *op);
+int store__recover_exec(struct store *st, struct store_op *op);
+/* Deletes the oldest events past the log's bound (cheap: a rowid range). */
+int store__events_trim(struct store *st);
+/* Reads ev_seq and ev_trimmed at open. 0 or a negative errno. */
+int store__events_open(struct store *st);
+void store__evrecs_free(struct store_evrec *e);
+/* Statements of the writer connection, in wst_sql order (store_writer.c). */
+int store__bind_insert(sqlite3_stmt *s, const struct job *j);
+int store__bind_update(sqlite3_stmt *s, const struct job *j);
+int store__step_reset(struct store *st, sqlite3_stmt *s);
+bool store__error_is_local(sqlite3 *db, int rc);
 
 /* Test seams, for tests/unit/test_store.c only. */
 /* While paused the writer takes no op from the queue (ops accumulate into one

@@ -29,6 +29,11 @@ static void reader_free(struct store_reader *r)
     sqlite3_finalize(r->get_by_idempotency);
     sqlite3_finalize(r->count);
     sqlite3_finalize(r->scan);
+    sqlite3_finalize(r->events);
+    sqlite3_finalize(r->batch_get);
+    sqlite3_finalize(r->batch_by_key);
+    sqlite3_finalize(r->batch_counts);
+    sqlite3_finalize(r->deliveries);
     for (int i = 0; i < STORE_LIST_SHAPES; i++)
         for (int k = 0; k < JOB_STATUS_COUNT; k++) sqlite3_finalize(r->list[i][k]);
     int rc = sqlite3_close(r->db); /* accepts NULL */
@@ -58,6 +63,20 @@ static int reader_open(struct store *st, struct store_reader **out)
     if ((ret = store__prepare(r->db, SELECT_JOB "WHERE status IN ('scheduled', 'queued') ORDER BY id",
                               &r->scan)))
         goto out;
+    if ((ret = store__prepare(r->db, "SELECT seq, type, job_id, batch_id, data FROM events WHERE seq > ?1 "
+                                     "ORDER BY seq LIMIT ?2", &r->events)))
+        goto out;
+#define SELECT_BATCH "SELECT id, total, created_at_ms, finished_at_ms, callback_url, callback_status, " \
+                     "idempotency_key FROM batches "
+    if ((ret = store__prepare(r->db, SELECT_BATCH "WHERE id = ?1", &r->batch_get))) goto out;
+    if ((ret = store__prepare(r->db, SELECT_BATCH "WHERE idempotency_key = ?1", &r->batch_by_key))) goto out;
+#undef SELECT_BATCH
+    if ((ret = store__prepare(r->db, "SELECT status, count(*) FROM jobs WHERE batch_id = ?1 GROUP BY status",
+                              &r->batch_counts)))
+        goto out;
+    if ((ret = store__prepare(r->db, "SELECT id, kind, ref_id, url, attempts, next_at_ms FROM deliveries "
+                                     "ORDER BY next_at_ms LIMIT ?1", &r->deliveries)))
+        goto out;
     pthread_mutex_lock(&st->pool_lock);
     st->readers_open++;
     pthread_mutex_unlock(&st->pool_lock);
@@ -69,7 +88,7 @@ out:
 }
 
 /* Lends a read connection to the calling thread; give it back with reader_put. */
-static int reader_get(struct store *st, struct store_reader **out)
+int store__reader_get(struct store *st, struct store_reader **out)
 {
     pthread_mutex_lock(&st->pool_lock);
     struct store_reader *r = st->pool;
@@ -82,7 +101,7 @@ static int reader_get(struct store *st, struct store_reader **out)
     return reader_open(st, out);
 }
 
-static void reader_put(struct store *st, struct store_reader *r)
+void store__reader_put(struct store *st, struct store_reader *r)
 {
     pthread_mutex_lock(&st->pool_lock);
     r->next = st->pool;
@@ -130,7 +149,7 @@ static int col_str(sqlite3_stmt *s, int col, char **slot)
  * new job, which the caller owns. NULL columns become NULL strings and 0;
  * NULL progress becomes -1. Returns 0, -ENOMEM, or -EIO for a row that no
  * jobd wrote (bad id or status). */
-static int row_to_job(sqlite3_stmt *s, struct job **out)
+int store__row_to_job(sqlite3_stmt *s, struct job **out)
 {
     int ret = 0;
     struct job *j = job_new();
@@ -172,6 +191,7 @@ static int row_to_job(sqlite3_stmt *s, struct job **out)
         {COL_IDEMPOTENCY_KEY, offsetof(struct job, idempotency_key)},
         {COL_CALLBACK_URL, offsetof(struct job, callback_url)},
         {COL_CALLBACK_STATUS, offsetof(struct job, callback_status)},
+        {COL_ATTEMPTS, offsetof(struct job, attempts)},
     };
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         if ((ret = col_str(s, strs[i].col, (char **)((char *)j + strs[i].off)))) goto out;
@@ -198,7 +218,7 @@ out:
 }
 
 /* Logs a failed step on a read connection and maps its code. */
-static int read_errno(struct store_reader *r, int rc)
+int store__read_errno(struct store_reader *r, int rc)
 {
     LOG_ERROR("store: read failed: %s", sqlite3_errmsg(r->db));
     return store__errno(rc);
@@ -212,20 +232,20 @@ static int get_one(struct store *st, bool by_idempotency, const char *key, struc
     struct store_reader *r = NULL;
     *out = NULL;
     if (!key) return -EINVAL;
-    int ret = reader_get(st, &r);
+    int ret = store__reader_get(st, &r);
     if (ret) return ret;
     sqlite3_stmt *s = by_idempotency ? r->get_by_idempotency : r->get;
     int rc = sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
     if (rc == SQLITE_OK) rc = sqlite3_step(s);
     if (rc == SQLITE_ROW)
-        ret = row_to_job(s, out);
+        ret = store__row_to_job(s, out);
     else if (rc == SQLITE_DONE)
         ret = -ENOENT;
     else
-        ret = read_errno(r, rc);
+        ret = store__read_errno(r, rc);
     sqlite3_reset(s); /* repeats the step's error, handled above */
     sqlite3_clear_bindings(s);
-    reader_put(st, r);
+    store__reader_put(st, r);
     return ret;
 }
 
@@ -331,7 +351,7 @@ int store_job_list(struct store *st, const struct store_filter *f, struct job **
         ret = -ENOMEM;
         goto out;
     }
-    if ((ret = reader_get(st, &r))) goto out;
+    if ((ret = store__reader_get(st, &r))) goto out;
     if ((ret = list_stmt(r, shape, nstatus, &s))) goto out;
     if (f->task) rc = sqlite3_bind_text(s, 1, f->task, -1, SQLITE_STATIC);
     if (f->executor && rc == SQLITE_OK) rc = sqlite3_bind_text(s, 2, f->executor, -1, SQLITE_STATIC);
@@ -349,11 +369,11 @@ int store_job_list(struct store *st, const struct store_filter *f, struct job **
             rc = SQLITE_DONE;
             break;
         }
-        if ((ret = row_to_job(s, &jobs[count]))) goto out;
+        if ((ret = store__row_to_job(s, &jobs[count]))) goto out;
         count++;
     }
     if (rc != SQLITE_DONE) {
-        ret = read_errno(r, rc);
+        ret = store__read_errno(r, rc);
         goto out;
     }
     if (more) memcpy(next_cursor, jobs[count - 1]->id, ID_LEN + 1);
@@ -365,7 +385,7 @@ out:
         sqlite3_reset(s); /* repeats the step's error, handled above */
         sqlite3_clear_bindings(s);
     }
-    if (r) reader_put(st, r);
+    if (r) store__reader_put(st, r);
     store_jobs_free(jobs, count);
     return ret;
 }
@@ -384,7 +404,7 @@ int store_count_by_status(struct store *st, int64_t counts[JOB_STATUS_COUNT])
     struct store_reader *r = NULL;
     int rc;
     memset(counts, 0, sizeof(int64_t) * JOB_STATUS_COUNT);
-    int ret = reader_get(st, &r);
+    int ret = store__reader_get(st, &r);
     if (ret) return ret;
     sqlite3_stmt *s = r->count;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -392,9 +412,9 @@ int store_count_by_status(struct store *st, int64_t counts[JOB_STATUS_COUNT])
         enum job_status status;
         if (name && job_status_parse(name, &status) == 0) counts[status] = sqlite3_column_int64(s, 1);
     }
-    if (rc != SQLITE_DONE) ret = read_errno(r, rc);
+    if (rc != SQLITE_DONE) ret = store__read_errno(r, rc);
     sqlite3_reset(s); /* repeats the step's error, handled above */
-    reader_put(st, r);
+    store__reader_put(st, r);
     return ret;
 }
 
@@ -402,16 +422,16 @@ int store_scan_pending(struct store *st, store_job_cb cb, void *ctx)
 {
     struct store_reader *r = NULL;
     int rc;
-    int ret = reader_get(st, &r);
+    int ret = store__reader_get(st, &r);
     if (ret) return ret;
     sqlite3_stmt *s = r->scan;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         struct job *job;
-        if ((ret = row_to_job(s, &job))) break;
+        if ((ret = store__row_to_job(s, &job))) break;
         cb(ctx, job);
     }
-    if (!ret && rc != SQLITE_DONE) ret = read_errno(r, rc);
+    if (!ret && rc != SQLITE_DONE) ret = store__read_errno(r, rc);
     sqlite3_reset(s); /* repeats the step's error, handled above */
-    reader_put(st, r);
+    store__reader_put(st, r);
     return ret;
 }

@@ -57,14 +57,15 @@ static const char *const wst_sql[WST_COUNT] = {
     [WST_ROLLBACK] = "ROLLBACK",
     [WST_INSERT] = "INSERT INTO jobs (" STORE_JOB_COLUMNS ") VALUES ("
                    "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
-                   "?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28) "
+                   "?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29) "
                    /* any unique key (id, idempotency_key): insert nothing, and
                     * sqlite3_changes() tells. Keeps the transaction alive. */
                    "ON CONFLICT DO NOTHING",
     [WST_UPDATE] = "UPDATE jobs SET status = ?2, attempt = ?3, scheduled_at_ms = ?4, "
                    "started_at_ms = ?5, finished_at_ms = ?6, progress_fraction = ?7, "
                    "progress_message = ?8, result = ?9, error_type = ?10, error_message = ?11, "
-                   "worker_pid = ?12, worker_thread = ?13, executor = ?14, callback_status = ?15 "
+                   "worker_pid = ?12, worker_thread = ?13, executor = ?14, callback_status = ?15, "
+                   "attempts = ?16 "
                    "WHERE id = ?1",
     [WST_PROGRESS] = "UPDATE jobs SET progress_fraction = ?2, progress_message = ?3 "
                      "WHERE id = ?1 AND status = 'running'",
@@ -72,14 +73,27 @@ static const char *const wst_sql[WST_COUNT] = {
     [WST_DELETE] = "DELETE FROM jobs WHERE id = ?1 "
                    "AND (status = 'succeeded' OR status = 'failed' OR status = 'cancelled')",
     [WST_EXISTS] = "SELECT 1 FROM jobs WHERE id = ?1",
-    [WST_RECOVER_REQUEUE] = "UPDATE jobs SET status = 'queued', started_at_ms = NULL, "
-                            "worker_pid = NULL, worker_thread = NULL, progress_fraction = NULL, "
-                            "progress_message = NULL "
-                            "WHERE status = 'running' AND attempt < max_attempts",
-    [WST_RECOVER_FAIL] = "UPDATE jobs SET status = 'failed', error_type = 'worker_lost', "
-                         "error_message = printf('the server stopped while the job was running "
-                         "(attempt %d of %d)', attempt, max_attempts), finished_at_ms = ?1 "
-                         "WHERE status = 'running'",
+    [WST_RECOVER_SCAN] = "SELECT " STORE_JOB_COLUMNS " FROM jobs WHERE status = 'running'",
+    [WST_EVENT_INSERT] = "INSERT INTO events (seq, type, job_id, batch_id, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+    [WST_EVENT_TRIM] = "DELETE FROM events WHERE seq <= ?1",
+    /* three probes of jobs_batch (batch_id, status) */
+    [WST_BATCH_PENDING] = "SELECT 1 FROM jobs WHERE batch_id = ?1 AND (status = 'scheduled' OR "
+                          "status = 'queued' OR status = 'running') LIMIT 1",
+    [WST_BATCH_FINISH] = "UPDATE batches SET finished_at_ms = ?2, callback_status = CASE WHEN callback_url IS "
+                         "NULL THEN NULL ELSE 'pending' END WHERE id = ?1 AND finished_at_ms IS NULL "
+                         "RETURNING total, callback_url",
+    [WST_BATCH_COUNTS] = "SELECT status, count(*) FROM jobs WHERE batch_id = ?1 GROUP BY status",
+    [WST_BATCH_INSERT] = "INSERT INTO batches (id, total, created_at_ms, callback_url, idempotency_key) "
+                         "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+    [WST_BATCH_UNFINISHED] = "SELECT id FROM batches WHERE finished_at_ms IS NULL",
+    [WST_DELIVERY_INSERT] = "INSERT INTO deliveries (kind, ref_id, url, next_at_ms) VALUES (?1, ?2, ?3, ?4)",
+    [WST_DELIVERY_DELETE] = "DELETE FROM deliveries WHERE id = ?1",
+    [WST_DELIVERY_RETRY] = "UPDATE deliveries SET attempts = ?2, next_at_ms = ?3, last_error = ?4 WHERE id = ?1",
+    [WST_CALLBACK_STATUS_JOB] = "UPDATE jobs SET callback_status = ?2 WHERE id = ?1",
+    [WST_CALLBACK_STATUS_BATCH] = "UPDATE batches SET callback_status = ?2 WHERE id = ?1",
+    [WST_SAVEPOINT] = "SAVEPOINT op",
+    [WST_RELEASE] = "RELEASE op",
+    [WST_ROLLBACK_TO] = "ROLLBACK TO op",
 };
 
 int store__writer_prepare(struct store *st)
@@ -129,7 +143,7 @@ static void bind_fraction(sqlite3_stmt *s, int col, double v, int *rc)
     *rc = v >= 0 ? sqlite3_bind_double(s, col + 1, v) : sqlite3_bind_null(s, col + 1);
 }
 
-static int bind_insert(sqlite3_stmt *s, const struct job *j)
+int store__bind_insert(sqlite3_stmt *s, const struct job *j)
 {
     int rc = SQLITE_OK;
     bind_text(s, COL_ID, j->id, &rc);
@@ -160,15 +174,16 @@ static int bind_insert(sqlite3_stmt *s, const struct job *j)
     bind_text(s, COL_IDEMPOTENCY_KEY, j->idempotency_key, &rc);
     bind_text(s, COL_CALLBACK_URL, j->callback_url, &rc);
     bind_text(s, COL_CALLBACK_STATUS, j->callback_status, &rc);
+    bind_text(s, COL_ATTEMPTS, j->attempts, &rc);
     return rc;
 }
 
 /* Parameter positions of WST_UPDATE, 0-based like enum store_col. */
 enum { UP_ID, UP_STATUS, UP_ATTEMPT, UP_SCHEDULED, UP_STARTED, UP_FINISHED, UP_FRACTION,
        UP_MESSAGE, UP_RESULT, UP_ERROR_TYPE, UP_ERROR_MESSAGE, UP_PID, UP_THREAD, UP_EXECUTOR,
-       UP_CALLBACK_STATUS };
+       UP_CALLBACK_STATUS, UP_ATTEMPTS };
 
-static int bind_update(sqlite3_stmt *s, const struct job *j)
+int store__bind_update(sqlite3_stmt *s, const struct job *j)
 {
     int rc = SQLITE_OK;
     bind_text(s, UP_ID, j->id, &rc);
@@ -186,6 +201,7 @@ static int bind_update(sqlite3_stmt *s, const struct job *j)
     bind_text(s, UP_THREAD, j->worker_thread, &rc);
     bind_text(s, UP_EXECUTOR, j->executor, &rc);
     bind_text(s, UP_CALLBACK_STATUS, j->callback_status, &rc);
+    bind_text(s, UP_ATTEMPTS, j->attempts, &rc);
     return rc;
 }
 
@@ -194,7 +210,7 @@ static int bind_update(sqlite3_stmt *s, const struct job *j)
 /* Steps a bound statement once, logs a failure with SQLite's message, then
  * resets it and drops its bindings (which point into the op). Returns the
  * SQLite code of the step: SQLITE_DONE or SQLITE_ROW on success. */
-static int step_reset(struct store *st, sqlite3_stmt *s)
+int store__step_reset(struct store *st, sqlite3_stmt *s)
 {
     int rc = sqlite3_step(s);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
@@ -211,7 +227,7 @@ static int step_reset(struct store *st, sqlite3_stmt *s)
 
 /* True when a failed statement left the transaction usable: SQLite undid
  * that one statement and nothing else. */
-static bool error_is_local(sqlite3 *db, int rc)
+bool store__error_is_local(sqlite3 *db, int rc)
 {
     switch (rc & 0xff) {
     case SQLITE_CONSTRAINT:
@@ -233,16 +249,18 @@ static int op_exec(struct store *st, struct store_op *op)
     sqlite3_stmt *s = NULL;
     int rc = SQLITE_OK, changes = 0;
     op->rc = 0;
-    if (op->kind == OP_PRUNE) return store__prune_exec(st, op->prune); /* its own statements */
     switch (op->kind) {
+    case OP_PRUNE:
+        return store__prune_exec(st, op->prune); /* its own statements */
     case OP_INSERT:
-        s = st->wst[WST_INSERT];
-        rc = bind_insert(s, op->job);
-        break;
     case OP_UPDATE:
-        s = st->wst[WST_UPDATE];
-        rc = bind_update(s, op->job);
-        break;
+        return store__job_write(st, op, op->job, op->kind == OP_INSERT);
+    case OP_RECOVER:
+        return store__recover_exec(st, op);
+    case OP_BATCH:
+        return store__batch_exec(st, op);
+    case OP_DELIVERY:
+        return store__delivery_exec(st, op);
     case OP_PROGRESS:
         s = st->wst[WST_PROGRESS];
         bind_text(s, 0, op->id, &rc);
@@ -253,11 +271,6 @@ static int op_exec(struct store *st, struct store_op *op)
         s = st->wst[WST_DELETE];
         bind_text(s, 0, op->id, &rc);
         break;
-    case OP_RECOVER:
-        s = st->wst[WST_RECOVER_REQUEUE];
-        break;
-    case OP_PRUNE:
-        break; /* handled above */
     }
     if (rc != SQLITE_OK) { /* binding touches no data: always the op's own failure */
         LOG_WARN("store: cannot bind op: %s", sqlite3_errstr(rc));
@@ -266,46 +279,25 @@ static int op_exec(struct store *st, struct store_op *op)
         op->rc = store__errno(rc);
         return 0;
     }
-    rc = step_reset(st, s);
+    rc = store__step_reset(st, s);
     if (rc != SQLITE_DONE) goto fail;
     changes = sqlite3_changes(db);
-
-    switch (op->kind) {
-    case OP_INSERT:
-        op->rc = changes ? 0 : -EEXIST;
-        break;
-    case OP_UPDATE:
-        op->rc = changes ? 0 : -ENOENT;
-        break;
-    case OP_PROGRESS:
-        break; /* not running (any more): nothing to do, by contract */
-    case OP_DELETE:
-        if (changes) break;
+    if (op->kind == OP_DELETE && !changes) {
         s = st->wst[WST_EXISTS];
         rc = SQLITE_OK;
         bind_text(s, 0, op->id, &rc);
-        if (rc == SQLITE_OK) rc = step_reset(st, s);
+        if (rc == SQLITE_OK) rc = store__step_reset(st, s);
         if (rc == SQLITE_ROW)
             op->rc = -EALREADY;
         else if (rc == SQLITE_DONE)
             op->rc = -ENOENT;
         else
             goto fail;
-        break;
-    case OP_RECOVER:
-        op->recover->requeued = changes;
-        s = st->wst[WST_RECOVER_FAIL];
-        rc = sqlite3_bind_int64(s, 1, op->recover->now_ms);
-        if (rc == SQLITE_OK) rc = step_reset(st, s);
-        if (rc != SQLITE_DONE) goto fail;
-        op->recover->failed = sqlite3_changes(db);
-        break;
-    case OP_PRUNE:
-        break;
     }
+    /* OP_PROGRESS of a job not running (any more): nothing to do, by contract */
     return 0;
 fail:
-    if (error_is_local(db, rc)) {
+    if (store__error_is_local(db, rc)) {
         op->rc = store__errno(rc);
         return 0;
     }
@@ -350,41 +342,58 @@ static void batch_dedup(struct store *st, struct store_op *batch)
 static int batch_commit(struct store *st, struct store_op *batch)
 {
     int ret = 0;
-    int rc = step_reset(st, st->wst[WST_BEGIN]);
+    uint64_t seq0 = st->ev_seq, trimmed0 = st->ev_trimmed;
+    int rc = store__step_reset(st, st->wst[WST_BEGIN]);
     if (rc != SQLITE_DONE) {
         ret = store__errno(rc);
         goto out;
     }
     batch_dedup(st, batch);
-    for (struct store_op *op = batch; op; op = op->next)
-        if (!op->superseded_by && (ret = op_exec(st, op))) goto out;
+    for (struct store_op *op = batch; op; op = op->next) {
+        /* A skipped update still writes its event: each state change is one. */
+        ret = op->superseded_by ? store__event_write_only(st, op) : op_exec(st, op);
+        if (ret) goto out;
+    }
+    if ((ret = store__events_trim(st))) goto out;
     /* A skipped update shares the fate of the one that overwrote it. */
     for (struct store_op *op = batch; op; op = op->next) {
         struct store_op *last = op->superseded_by;
         while (last && last->superseded_by) last = last->superseded_by;
         if (last) op->rc = last->rc;
     }
-    rc = step_reset(st, st->wst[WST_COMMIT]);
+    rc = store__step_reset(st, st->wst[WST_COMMIT]);
     if (rc != SQLITE_DONE) ret = store__errno(rc);
 out:
     if (ret) {
         /* After SQLITE_FULL/IOERR SQLite may already have rolled back. */
-        if (!sqlite3_get_autocommit(st->wdb)) (void)step_reset(st, st->wst[WST_ROLLBACK]);
+        if (!sqlite3_get_autocommit(st->wdb)) (void)store__step_reset(st, st->wst[WST_ROLLBACK]);
         LOG_ERROR("store: transaction rolled back: %s; its writes are reported failed",
                   strerror(-ret));
         for (struct store_op *op = batch; op; op = op->next) op->rc = ret;
+        st->ev_seq = seq0; /* nothing of this batch was written */
+        st->ev_trimmed = trimmed0;
+    } else {
+        atomic_store(&st->ev_latest, st->ev_seq);
+        atomic_store(&st->ev_oldest, st->ev_trimmed + 1);
     }
     return ret;
 }
 
 /* Hands each op's outcome to its owner, in queue order, and frees the op.
  * Counts the ops that succeeded into *ok. */
-static void batch_finish(struct store_op *batch, uint64_t *ok)
+static void batch_finish(struct store_op *batch, uint64_t *ok, store_event_cb ecb, void *ectx)
 {
     struct store_op *next;
     for (struct store_op *op = batch; op; op = next) {
         next = op->next;
         if (op->rc == 0) (*ok)++;
+        for (struct store_evrec *e = op->events; ecb && e; e = e->next) {
+            if (!e->seq) continue; /* not written (the op failed) */
+            struct store_event ev = {.seq = e->seq, .type = e->type, .job_id = e->job_id,
+                                     .batch_id = e->batch_id, .data = e->data};
+            ecb(ectx, &ev);
+        }
+        store__evrecs_free(op->events);
         switch (op->kind) {
         case OP_INSERT:
         case OP_UPDATE:
@@ -406,6 +415,21 @@ static void batch_finish(struct store_op *batch, uint64_t *ok)
             break;
         case OP_PRUNE:
             op->prune->rc = op->rc; /* nonzero: rolled back, the caller drops op->prune->work */
+            break;
+        case OP_BATCH:
+            if (op->bcb) {
+                op->bcb(op->ctx, op->rc, op->jobs, op->n_jobs); /* the callee owns the jobs now */
+            } else {
+                for (size_t i = 0; i < op->n_jobs; i++) job_free(op->jobs[i]);
+                free(op->jobs);
+            }
+            store_batch_clear(op->batch);
+            free(op->batch);
+            break;
+        case OP_DELIVERY:
+            if (op->delivery->done) op->delivery->done(op->delivery->ctx, op->rc);
+            free(op->delivery->last_error);
+            free(op->delivery);
             break;
         }
         free(op);
@@ -434,6 +458,8 @@ static void *writer_main(void *arg)
         }
         store_batch_hook_cb hook = st->hook;
         void *hook_ctx = st->hook_ctx;
+        store_event_cb ecb = st->event_cb;
+        void *ectx = st->event_ctx;
         pthread_mutex_unlock(&st->q_lock);
         if (!batch) break; /* closing, and nothing left */
 
@@ -442,7 +468,7 @@ static void *writer_main(void *arg)
         int rc = batch_commit(st, batch);
         int64_t dt = clock_mono_ns() - t0;
         uint64_t ok = 0;
-        batch_finish(batch, &ok);
+        batch_finish(batch, &ok, ecb, ectx);
 
         pthread_mutex_lock(&st->q_lock);
         if (rc == 0) st->stats.commits++;
@@ -531,10 +557,119 @@ static int enqueue_job(struct store *st, enum store_op_kind kind, struct job *jo
     op->job = job;
     op->cb = cb;
     op->ctx = ctx;
+    /* The event's text is made here, off the writer thread. */
+    if (!(op->events = calloc(1, sizeof *op->events)) || !(op->events->data = job_event_text(job))) {
+        ret = -ENOMEM;
+        goto out;
+    }
+    memcpy(op->events->type, "job", 4);
+    memcpy(op->events->job_id, job->id, ID_LEN + 1);
+    if (job->batch_id && id_valid(job->batch_id)) memcpy(op->events->batch_id, job->batch_id, ID_LEN + 1);
     ret = enqueue(st, op);
 out:
     if (ret) {
         job_free(job);
+        if (op) store__evrecs_free(op->events);
+        free(op);
+    }
+    return ret;
+}
+
+void store_set_event_cb(struct store *st, store_event_cb cb, void *ctx)
+{
+    pthread_mutex_lock(&st->q_lock);
+    st->event_cb = cb;
+    st->event_ctx = ctx;
+    pthread_mutex_unlock(&st->q_lock);
+}
+
+void store_events_range(struct store *st, uint64_t *oldest, uint64_t *latest)
+{
+    *latest = atomic_load(&st->ev_latest);
+    *oldest = atomic_load(&st->ev_oldest);
+}
+
+void store_batch_clear(struct store_batch *b)
+{
+    if (!b) return;
+    free(b->callback_url);
+    free(b->callback_status);
+    free(b->idempotency_key);
+    b->callback_url = b->callback_status = b->idempotency_key = NULL;
+}
+
+int store_batch_insert(struct store *st, const struct store_batch *b, struct job **jobs, size_t n,
+                       store_batch_done_cb cb, void *ctx)
+{
+    int ret = 0;
+    struct store_op *op = calloc(1, sizeof *op);
+    if (!op || !(op->batch = calloc(1, sizeof *op->batch))) {
+        ret = -ENOMEM;
+        goto out;
+    }
+    memcpy(op->batch->id, b->id, sizeof b->id);
+    op->batch->total = (int64_t)n;
+    op->batch->created_at_ms = b->created_at_ms;
+    if (job_set_str(&op->batch->callback_url, b->callback_url) < 0 ||
+        job_set_str(&op->batch->idempotency_key, b->idempotency_key) < 0) {
+        ret = -ENOMEM;
+        goto out;
+    }
+    /* One event per job, made here; the writer numbers them. */
+    struct store_evrec **tail = &op->events;
+    for (size_t i = 0; i < n; i++) {
+        struct store_evrec *e = calloc(1, sizeof *e);
+        if (!e || !(e->data = job_event_text(jobs[i]))) {
+            free(e);
+            ret = -ENOMEM;
+            goto out;
+        }
+        memcpy(e->type, "job", 4);
+        memcpy(e->job_id, jobs[i]->id, ID_LEN + 1);
+        memcpy(e->batch_id, b->id, ID_LEN + 1);
+        *tail = e;
+        tail = &e->next;
+    }
+    op->kind = OP_BATCH;
+    op->jobs = jobs;
+    op->n_jobs = n;
+    op->bcb = cb;
+    op->ctx = ctx;
+    ret = enqueue(st, op);
+out:
+    if (ret) {
+        for (size_t i = 0; i < n; i++) job_free(jobs[i]);
+        free(jobs);
+        if (op) {
+            store__evrecs_free(op->events);
+            store_batch_clear(op->batch);
+            free(op->batch);
+        }
+        free(op);
+    }
+    return ret;
+}
+
+int store_delivery_record(struct store *st, const struct store_delivery *d, enum store_delivery_outcome outcome,
+                          const char *last_error, store_delivery_done_cb done, void *ctx)
+{
+    int ret = 0;
+    struct store_op *op = calloc(1, sizeof *op);
+    if (!op || !(op->delivery = calloc(1, sizeof *op->delivery)) ||
+        job_set_str(&op->delivery->last_error, last_error) < 0) {
+        ret = -ENOMEM;
+        goto out;
+    }
+    op->kind = OP_DELIVERY;
+    op->delivery->d = *d;
+    op->delivery->outcome = outcome;
+    op->delivery->done = done;
+    op->delivery->ctx = ctx;
+    ret = enqueue(st, op);
+out:
+    if (ret && op) {
+        if (op->delivery) free(op->delivery->last_error);
+        free(op->delivery);
         free(op);
     }
     return ret;

@@ -478,8 +478,10 @@ def concrete(path):
 
 
 # A valid value for each query parameter the document lists.
-QUERY_VALUES = {"wait": "0", "status": "succeeded,failed", "task": "noop", "executor": "thread", "batch": "none",
-                "limit": "2", "cursor": SOME_ID}
+QUERY_VALUES = {"wait": "0", "status": "succeeded,failed", "task": "noop", "executor": "thread", "batch": SOME_ID,
+                "limit": "2", "cursor": SOME_ID, "job": SOME_ID, "last_event_id": "0", "timeout": "0"}
+# Streams that would never end without them (GET /v1/events: ?timeout=0 ends it once caught up).
+STREAM_END = {"/v1/events": {"timeout": "0"}}
 
 
 def test_documented_query_parameters_are_accepted(plain, doc):
@@ -491,7 +493,8 @@ def test_documented_query_parameters_are_accepted(plain, doc):
                 continue
             assert p["name"] in QUERY_VALUES, f"add a value for the new query parameter {p['name']!r} to QUERY_VALUES"
             body = {"json": {"task": "noop"}} if (method, path) == ("POST", "/v1/jobs") else {}
-            r = http(plain, method, concrete(path), params={p["name"]: QUERY_VALUES[p["name"]]}, **body)
+            params = {**STREAM_END.get(path, {}), p["name"]: QUERY_VALUES[p["name"]]}
+            r = http(plain, method, concrete(path), params=params, **body)
             assert r.status_code != 400, f"{method} {path}?{p['name']}=...: {r.status_code} {r.text[:200]!r}"
             check_reply(doc, r, method, concrete(path))
 
@@ -591,6 +594,18 @@ def specific_probes(lab, op_id):
     def fresh_sleep():
         return submit(p, {"task": "sleep", "args": {"seconds": 60}}).json()["id"]
 
+    def batch(key=None):
+        r = http(p, "POST", "/v1/batches", json={"jobs": [{"task": "noop"}, {"task": "echo", "depends_on": [0]}]},
+                 headers={"Idempotency-Key": key} if key else None)
+        assert r.status_code in (200, 202), r.text
+        return r.json()["id"]
+
+    def batch_repeat():
+        key = f"docs-batch-{os.getpid()}"
+        batch(key)
+        return (p, "POST", "/v1/batches", {"json": {"jobs": [{"task": "noop"}, {"task": "echo", "depends_on": [0]}]},
+                                           "headers": {"Idempotency-Key": key}})
+
     return {
         "getHealthz": {"200": lambda: (p, "GET", "/healthz", {})},
         "getReadyz": {"200": lambda: (p, "GET", "/readyz", {})},
@@ -599,6 +614,10 @@ def specific_probes(lab, op_id):
         "listTasks": {"200": lambda: (p, "GET", "/v1/tasks", {})},
         "listExecutors": {"200": lambda: (p, "GET", "/v1/executors", {})},
         "getStats": {"200": lambda: (p, "GET", "/v1/stats", {})},
+        "streamEvents": {
+            "200": lambda: (p, "GET", "/v1/events", {"params": {"timeout": "0"}, "headers": {"Last-Event-ID": "0"}}),
+            "400": lambda: (p, "GET", "/v1/events", {"params": {"job": "not-an-id"}}),
+        },
         "submitJob": {
             "202": lambda: (p, "POST", "/v1/jobs", {"json": {
                 "task": "sleep", "args": {"seconds": 0}, "priority": 3, "timeout": 5, "max_attempts": 2,
@@ -626,6 +645,26 @@ def specific_probes(lab, op_id):
             "200": lambda: (p, "POST", f"/v1/jobs/{fresh_sleep()}/cancel", {}),
             "404": lambda: (p, "POST", f"/v1/jobs/{SOME_ID}/cancel", {}),
             "409": lambda: (p, "POST", f"/v1/jobs/{lab.succeeded}/cancel", {}),
+        },
+        "waitJobs": {
+            "200": lambda: (p, "POST", "/v1/wait", {"json": {"ids": [lab.succeeded, lab.failed, lab.running],
+                                                             "return_when": "FIRST_EXCEPTION", "timeout": 5}}),
+            "400": lambda: (p, "POST", "/v1/wait", {"json": {"ids": []}}),
+            "404": lambda: (p, "POST", "/v1/wait", {"json": {"ids": [lab.succeeded, SOME_ID]}}),
+        },
+        "createBatch": {
+            "202": lambda: (p, "POST", "/v1/batches", {"json": {
+                "jobs": [{"task": "noop"}, {"task": "square", "args": {"n": 4}, "depends_on": [0],
+                                            "concurrency_key": "docs", "concurrency_limit": 2}]}}),
+            "200": batch_repeat,
+            "400": lambda: (p, "POST", "/v1/batches", {"json": {"jobs": [{"task": "noop"}, {"task": "nope"}]}}),
+            "429": lambda: (t, "POST", "/v1/batches", {"json": {"jobs": [{"task": "noop"}]}}),
+        },
+        "getBatch": {
+            "200": lambda: (p, "GET", f"/v1/batches/{batch()}", {"params": {"wait": scaled(10)},
+                                                                "timeout": REQUEST_TIMEOUT + scaled(10)}),
+            "400": lambda: (p, "GET", f"/v1/batches/{batch()}", {"params": {"wait": -1}}),
+            "404": lambda: (p, "GET", f"/v1/batches/{SOME_ID}", {}),
         },
         "retryJob": {
             "202": lambda: (p, "POST", f"/v1/jobs/{lab.failed}/retry", {}),
@@ -759,7 +798,7 @@ def test_api_md_examples_run_and_match_the_document(servers, doc, tmp_path):
     blocks = [(h, text) for h, lang, text in api_md_blocks() if lang == "sh"]
     assert blocks, "docs/API.md has no sh examples"
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBD_")}
-    env.update(TOKEN=TOKEN, JOB="")
+    env.update(TOKEN=TOKEN, JOB="", BATCH="")
     ops_seen, n = set(), 0
     for heading, text in blocks:
         srv = servers["token"] if "$TOKEN" in text else servers["plain"]
@@ -783,6 +822,8 @@ def test_api_md_examples_run_and_match_the_document(servers, doc, tmp_path):
                 ops_seen.add((method, match_path(doc, path)))
             if method == "POST" and path == "/v1/jobs" and status in (200, 202):
                 env["JOB"] = value["id"]
+            if method == "POST" and path == "/v1/batches" and status in (200, 202):
+                env["BATCH"] = value["id"]
     missing = set(operations(doc)) - ops_seen
     assert not missing, f"docs/API.md has no curl example for {sorted(missing)}"
 

@@ -141,7 +141,7 @@ static void test_open_creates_dirs_schema_and_version(void)
     CHECK(st != NULL);
     store_close(st);
     CHECK_EQ_INT(access(path, F_OK), 0);
-    CHECK_EQ_INT(raw_int(path, "PRAGMA user_version"), 1);
+    CHECK_EQ_INT(raw_int(path, "PRAGMA user_version"), 2);
     CHECK_EQ_INT(raw_int(path, "PRAGMA application_id"), 0x6A6F6264);
     CHECK_EQ_INT(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'jobs'"), 1);
     CHECK_EQ_INT(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name LIKE 'jobs_%'"), 3);
@@ -165,7 +165,7 @@ static void test_reopen_is_idempotent_and_keeps_data(void)
         job_free(got);
         store_close(st);
     }
-    CHECK_EQ_INT(raw_int(t.db, "PRAGMA user_version"), 1);
+    CHECK_EQ_INT(raw_int(t.db, "PRAGMA user_version"), 2);
     job_free(j);
     tmp_remove(&t);
 }
