@@ -291,41 +291,47 @@ char *job_event_text(const struct job *j)
 
 int job_attempts_append(struct job *j)
 {
-    cJSON *arr = j->attempts ? cJSON_Parse(j->attempts) : cJSON_CreateArray();
-    if (!arr || !cJSON_IsArray(arr)) {
-        cJSON_Delete(arr);
-        arr = cJSON_CreateArray();
-    }
-    cJSON *a = cJSON_CreateObject();
-    if (!arr || !a) {
-        cJSON_Delete(arr);
-        cJSON_Delete(a);
-        return -ENOMEM;
-    }
-    cJSON_AddItemToArray(arr, a);
-    cJSON_AddNumberToObject(a, "attempt", j->attempt);
-    cJSON_AddStringToObject(a, "status", job_status_name(j->status));
-    add_time(a, "started_at", j->started_at_ms);
-    add_time(a, "finished_at", j->finished_at_ms);
-    if (j->worker_thread) {
-        cJSON *w = cJSON_AddObjectToObject(a, "worker");
-        cJSON_AddNumberToObject(w, "pid", j->worker_pid);
-        cJSON_AddStringToObject(w, "thread", j->worker_thread);
+    /* Textual append (no parse and re-print): it runs once per finished
+     * attempt, on the executor's thread. The array is ours, always "[...]". */
+    size_t old = j->attempts ? strlen(j->attempts) : 0;
+    bool empty = old < 2 || strcmp(j->attempts, "[]") == 0;
+    size_t cap = old + 384 + 6 * (strlen(j->worker_thread ? j->worker_thread : "") +
+                                  strlen(j->error_message ? j->error_message : ""));
+    char *buf = malloc(cap), num[64];
+    if (!buf) return -ENOMEM;
+    size_t len = 0;
+    if (empty) {
+        ev_raw(buf, cap, &len, "[");
     } else {
-        cJSON_AddNullToObject(a, "worker");
+        memcpy(buf, j->attempts, old - 1); /* all but the closing ']' */
+        buf[old - 1] = '\0';
+        len = old - 1;
+        ev_raw(buf, cap, &len, ",");
+    }
+    snprintf(num, sizeof num, "{\"attempt\":%d,\"status\":\"", j->attempt);
+    ev_raw(buf, cap, &len, num);
+    ev_raw(buf, cap, &len, job_status_name(j->status));
+    ev_raw(buf, cap, &len, "\"");
+    ev_time(buf, cap, &len, "started_at", j->started_at_ms);
+    ev_time(buf, cap, &len, "finished_at", j->finished_at_ms);
+    if (j->worker_thread) {
+        snprintf(num, sizeof num, ",\"worker\":{\"pid\":%d,\"thread\":", j->worker_pid);
+        ev_raw(buf, cap, &len, num);
+        job_json_escape(buf, cap, &len, j->worker_thread);
+        ev_raw(buf, cap, &len, "}");
+    } else {
+        ev_raw(buf, cap, &len, ",\"worker\":null");
     }
     if (j->error_type != JOB_ERR_NONE) {
-        cJSON *e = cJSON_AddObjectToObject(a, "error");
-        cJSON_AddStringToObject(e, "type", job_error_type_name(j->error_type));
-        add_str(e, "message", j->error_message ? j->error_message : "");
+        ev_raw(buf, cap, &len, ",\"error\":{\"type\":\"");
+        ev_raw(buf, cap, &len, job_error_type_name(j->error_type));
+        ev_raw(buf, cap, &len, "\",\"message\":");
+        job_json_escape(buf, cap, &len, j->error_message ? j->error_message : "");
+        ev_raw(buf, cap, &len, "}}]");
     } else {
-        cJSON_AddNullToObject(a, "error");
+        ev_raw(buf, cap, &len, ",\"error\":null}]");
     }
-    char *text = cJSON_PrintUnformatted(arr);
-    cJSON_Delete(arr);
-    if (!text) return -ENOMEM;
     free(j->attempts);
-    j->attempts = strdup(text);
-    cJSON_free(text);
-    return j->attempts ? 0 : -ENOMEM;
+    j->attempts = buf;
+    return 0;
 }

@@ -14,6 +14,8 @@
 
 #include "id.h"
 
+/* The values of job_status and job_error_type are stored in the event log
+ * (storage/store.c, table events): never renumber them, only append. */
 enum job_status {
     JOB_SCHEDULED = 0, /* not yet eligible: run_at/delay, retry back-off, dependencies */
     JOB_QUEUED,        /* eligible, waiting for a worker */

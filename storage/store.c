@@ -109,12 +109,19 @@ static const char *const schema_steps[] = {
     " idempotency_key TEXT"
     ") WITHOUT ROWID;"
     "CREATE UNIQUE INDEX batches_idempotency ON batches (idempotency_key) WHERE idempotency_key IS NOT NULL;"
+    /* A job event keeps integers (status and error type as enum values, the
+     * time of the change) and is completed from the job's row when read back;
+     * only a batch event, whose counts change no more, keeps its JSON. */
     "CREATE TABLE events ("
     " seq INTEGER PRIMARY KEY,"
-    " type TEXT NOT NULL,"
+    " type INTEGER NOT NULL," /* 0 job, 1 batch */
     " job_id TEXT,"
     " batch_id TEXT,"
-    " data TEXT NOT NULL);"
+    " status INTEGER,"
+    " attempt INTEGER,"
+    " at_ms INTEGER,"
+    " error_type INTEGER,"
+    " data TEXT);"
     /* AUTOINCREMENT: a delivery id (the Jobd-Delivery header) is never reused */
     "CREATE TABLE deliveries ("
     " id INTEGER PRIMARY KEY AUTOINCREMENT,"

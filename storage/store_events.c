@@ -36,6 +36,25 @@ void store__evrecs_free(struct store_evrec *e)
     }
 }
 
+struct store_evrec *store__evrec_job(const struct job *j)
+{
+    struct store_evrec *e = calloc(1, sizeof *e);
+    if (!e || !(e->data = job_event_text(j))) {
+        free(e);
+        return NULL;
+    }
+    memcpy(e->type, "job", 4);
+    memcpy(e->job_id, j->id, ID_LEN + 1);
+    if (j->batch_id && id_valid(j->batch_id)) memcpy(e->batch_id, j->batch_id, ID_LEN + 1);
+    e->status = (int)j->status;
+    e->attempt = j->attempt;
+    e->error_type = (int)j->error_type;
+    e->at_ms = j->status == JOB_RUNNING ? j->started_at_ms
+               : job_status_terminal(j->status) ? j->finished_at_ms
+                                                : j->scheduled_at_ms;
+    return e;
+}
+
 /* Writes one event row with the next seq. Returns 0 or a negative errno
  * (the transaction's: an event that cannot be written loses the batch). */
 static int event_insert(struct store *st, struct store_evrec *e)
@@ -43,12 +62,20 @@ static int event_insert(struct store *st, struct store_evrec *e)
     sqlite3_stmt *s = st->wst[WST_EVENT_INSERT];
     uint64_t seq = st->ev_seq + 1;
     int rc = sqlite3_bind_int64(s, 1, (sqlite3_int64)seq);
-    if (rc == SQLITE_OK) rc = sqlite3_bind_text(s, 2, e->type, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int(s, 2, strcmp(e->type, "job") == 0 ? 0 : 1);
     if (rc == SQLITE_OK)
         rc = e->job_id[0] ? sqlite3_bind_text(s, 3, e->job_id, -1, SQLITE_STATIC) : sqlite3_bind_null(s, 3);
     if (rc == SQLITE_OK)
         rc = e->batch_id[0] ? sqlite3_bind_text(s, 4, e->batch_id, -1, SQLITE_STATIC) : sqlite3_bind_null(s, 4);
-    if (rc == SQLITE_OK) rc = sqlite3_bind_text(s, 5, e->data, -1, SQLITE_STATIC);
+    bool job = strcmp(e->type, "job") == 0;
+    if (job) { /* the compact row; see struct store_evrec */
+        if (rc == SQLITE_OK) rc = sqlite3_bind_int(s, 5, e->status);
+        if (rc == SQLITE_OK) rc = sqlite3_bind_int(s, 6, e->attempt);
+        if (rc == SQLITE_OK) rc = e->at_ms ? sqlite3_bind_int64(s, 7, e->at_ms) : sqlite3_bind_null(s, 7);
+        if (rc == SQLITE_OK) rc = e->error_type ? sqlite3_bind_int(s, 8, e->error_type) : sqlite3_bind_null(s, 8);
+    } else if (rc == SQLITE_OK) {
+        rc = sqlite3_bind_text(s, 9, e->data, -1, SQLITE_STATIC);
+    }
     if (rc != SQLITE_OK) {
         (void)sqlite3_reset(s);
         (void)sqlite3_clear_bindings(s);
@@ -356,11 +383,13 @@ int store__recover_exec(struct store *st, struct store_op *op)
         } else {
             op->recover->failed++;
         }
-        char *data = job_event_text(j);
-        if (!data || !evrec_append(op, "job", j->id, j->batch_id, data)) {
+        struct store_evrec *ev = store__evrec_job(j), **tail = &op->events;
+        if (!ev) {
             ret = -ENOMEM;
             break;
         }
+        while (*tail) tail = &(*tail)->next;
+        *tail = ev;
         ret = store__job_write(st, op, j, false);
         if (op->rc && !ret) ret = op->rc;
     }
@@ -437,6 +466,43 @@ static const char *col_text(sqlite3_stmt *s, int col)
     return t ? t : "";
 }
 
+/* A job event read back from the log: the row's status, attempt, time and
+ * error type, and the job's row (joined) for what does not change or is not
+ * kept per event (task, executor, created_at, max_attempts, the error message
+ * when the type matches). A job deleted since is announced with what the log
+ * has. Returns job_event_text's string (caller frees) or NULL. */
+static char *event_text_from_row(sqlite3_stmt *s)
+{
+    struct job j = {0};
+    char *text = NULL;
+    snprintf(j.id, sizeof j.id, "%s", col_text(s, 2));
+    j.status = (enum job_status)sqlite3_column_int(s, 4);
+    if ((unsigned)j.status >= JOB_STATUS_COUNT) j.status = JOB_QUEUED;
+    j.attempt = sqlite3_column_int(s, 5);
+    int64_t at = sqlite3_column_int64(s, 6);
+    j.error_type = (enum job_error_type)sqlite3_column_int(s, 7);
+    if ((unsigned)j.error_type >= JOB_ERR_COUNT) j.error_type = JOB_ERR_TASK;
+    j.task = (char *)sqlite3_column_text(s, 9);
+    j.executor = (char *)sqlite3_column_text(s, 10);
+    j.batch_id = sqlite3_column_type(s, 3) == SQLITE_NULL ? NULL : (char *)sqlite3_column_text(s, 3);
+    j.created_at_ms = sqlite3_column_int64(s, 11);
+    j.scheduled_at_ms = sqlite3_column_int64(s, 12);
+    j.max_attempts = sqlite3_column_int(s, 15);
+    if (j.status == JOB_RUNNING) {
+        j.started_at_ms = at;
+    } else if (job_status_terminal(j.status)) {
+        j.started_at_ms = sqlite3_column_int64(s, 13);
+        j.finished_at_ms = at;
+    } else if (at) {
+        j.scheduled_at_ms = at;
+    }
+    const char *etype = (const char *)sqlite3_column_text(s, 16);
+    if (j.error_type != JOB_ERR_NONE && etype && strcmp(etype, job_error_type_name(j.error_type)) == 0)
+        j.error_message = (char *)sqlite3_column_text(s, 17);
+    text = job_event_text(&j);
+    return text; /* j's strings belong to the statement: nothing else to free */
+}
+
 int store_events_read(struct store *st, uint64_t after_seq, int limit, store_event_cb cb, void *ctx)
 {
     struct store_reader *r = NULL;
@@ -449,15 +515,22 @@ int store_events_read(struct store *st, uint64_t after_seq, int limit, store_eve
     while (rc == SQLITE_OK || rc == SQLITE_ROW) {
         rc = sqlite3_step(s);
         if (rc != SQLITE_ROW) break;
+        bool job = sqlite3_column_int(s, 1) == 0;
+        char *built = job ? event_text_from_row(s) : NULL;
+        if (job && !built) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
         struct store_event ev = {.seq = (uint64_t)sqlite3_column_int64(s, 0),
-                                 .type = col_text(s, 1),
+                                 .type = job ? "job" : "batch",
                                  .job_id = col_text(s, 2),
                                  .batch_id = col_text(s, 3),
-                                 .data = col_text(s, 4)};
+                                 .data = job ? built : col_text(s, 8)};
         cb(ctx, &ev);
+        free(built);
         n++;
     }
-    ret = rc == SQLITE_DONE ? n : store__read_errno(r, rc);
+    ret = rc == SQLITE_DONE ? n : rc == SQLITE_NOMEM ? -ENOMEM : store__read_errno(r, rc);
     (void)sqlite3_reset(s);
     (void)sqlite3_clear_bindings(s);
     store__reader_put(st, r);

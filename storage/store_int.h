@@ -81,7 +81,12 @@ struct store_evrec {
     char type[8]; /* "job" or "batch" */
     char job_id[ID_LEN + 1];   /* "" for a batch event */
     char batch_id[ID_LEN + 1]; /* "" when none */
-    char *data;                /* owned */
+    char *data;                /* owned: the event's JSON, as announced after the commit */
+    /* What the log row keeps of a job event (the rest is the job's row, joined
+     * when the log is read back): a few integers instead of the JSON, which
+     * would double the bytes written per state change. */
+    int status, attempt, error_type;
+    int64_t at_ms; /* when the change happened: started_at for running, finished_at for an end, else scheduled_at */
 };
 
 /* Where a prune op works; lives on store_prune_batch's stack, which waits
@@ -170,8 +175,8 @@ enum store_wstmt {
 };
 
 /* store_job_list caches one statement per filter shape: which of task,
- * executor, batch_id, before_id are set (4 bits) x how many statuses (0 = any). */
-#define STORE_LIST_SHAPES 16
+ * executor, batch_id, before_id, q are set (5 bits) x how many statuses (0 = any). */
+#define STORE_LIST_SHAPES 32
 
 /* A read connection and its statements. In the pool (pool_lock) or in the
  * hands of exactly one reading thread. */
@@ -298,6 +303,8 @@ int store__events_trim(struct store *st);
 /* Reads ev_seq and ev_trimmed at open. 0 or a negative errno. */
 int store__events_open(struct store *st);
 void store__evrecs_free(struct store_evrec *e);
+/* A new job event for job as it is now (data = job_event_text). NULL when out of memory. */
+struct store_evrec *store__evrec_job(const struct job *job);
 /* Statements of the writer connection, in wst_sql order (store_writer.c). */
 int store__bind_insert(sqlite3_stmt *s, const struct job *j);
 int store__bind_update(sqlite3_stmt *s, const struct job *j);

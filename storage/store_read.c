@@ -63,8 +63,12 @@ static int reader_open(struct store *st, struct store_reader **out)
     if ((ret = store__prepare(r->db, SELECT_JOB "WHERE status IN ('scheduled', 'queued') ORDER BY id",
                               &r->scan)))
         goto out;
-    if ((ret = store__prepare(r->db, "SELECT seq, type, job_id, batch_id, data FROM events WHERE seq > ?1 "
-                                     "ORDER BY seq LIMIT ?2", &r->events)))
+    if ((ret = store__prepare(r->db,
+                              "SELECT e.seq, e.type, e.job_id, e.batch_id, e.status, e.attempt, e.at_ms, e.error_type, "
+                              "e.data, j.task, j.executor, j.created_at_ms, j.scheduled_at_ms, j.started_at_ms, "
+                              "j.finished_at_ms, j.max_attempts, j.error_type, j.error_message "
+                              "FROM events e LEFT JOIN jobs j ON j.id = e.job_id "
+                              "WHERE e.seq > ?1 ORDER BY e.seq LIMIT ?2", &r->events)))
         goto out;
 #define SELECT_BATCH "SELECT id, total, created_at_ms, finished_at_ms, callback_url, callback_status, " \
                      "idempotency_key FROM batches "

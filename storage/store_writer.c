@@ -74,7 +74,8 @@ static const char *const wst_sql[WST_COUNT] = {
                    "AND (status = 'succeeded' OR status = 'failed' OR status = 'cancelled')",
     [WST_EXISTS] = "SELECT 1 FROM jobs WHERE id = ?1",
     [WST_RECOVER_SCAN] = "SELECT " STORE_JOB_COLUMNS " FROM jobs WHERE status = 'running'",
-    [WST_EVENT_INSERT] = "INSERT INTO events (seq, type, job_id, batch_id, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+    [WST_EVENT_INSERT] = "INSERT INTO events (seq, type, job_id, batch_id, status, attempt, at_ms, error_type, data) "
+                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     [WST_EVENT_TRIM] = "DELETE FROM events WHERE seq <= ?1",
     /* three probes of jobs_batch (batch_id, status) */
     [WST_BATCH_PENDING] = "SELECT 1 FROM jobs WHERE batch_id = ?1 AND (status = 'scheduled' OR "
@@ -558,13 +559,10 @@ static int enqueue_job(struct store *st, enum store_op_kind kind, struct job *jo
     op->cb = cb;
     op->ctx = ctx;
     /* The event's text is made here, off the writer thread. */
-    if (!(op->events = calloc(1, sizeof *op->events)) || !(op->events->data = job_event_text(job))) {
+    if (!(op->events = store__evrec_job(job))) {
         ret = -ENOMEM;
         goto out;
     }
-    memcpy(op->events->type, "job", 4);
-    memcpy(op->events->job_id, job->id, ID_LEN + 1);
-    if (job->batch_id && id_valid(job->batch_id)) memcpy(op->events->batch_id, job->batch_id, ID_LEN + 1);
     ret = enqueue(st, op);
 out:
     if (ret) {
@@ -618,14 +616,11 @@ int store_batch_insert(struct store *st, const struct store_batch *b, struct job
     /* One event per job, made here; the writer numbers them. */
     struct store_evrec **tail = &op->events;
     for (size_t i = 0; i < n; i++) {
-        struct store_evrec *e = calloc(1, sizeof *e);
-        if (!e || !(e->data = job_event_text(jobs[i]))) {
-            free(e);
+        struct store_evrec *e = store__evrec_job(jobs[i]);
+        if (!e) {
             ret = -ENOMEM;
             goto out;
         }
-        memcpy(e->type, "job", 4);
-        memcpy(e->job_id, jobs[i]->id, ID_LEN + 1);
         memcpy(e->batch_id, b->id, ID_LEN + 1);
         *tail = e;
         tail = &e->next;

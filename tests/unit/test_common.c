@@ -566,6 +566,53 @@ static void test_api_err_from_errno_codes(void)
     CHECK_EQ_STR(err.message, "n 3");
 }
 
+/* job_event_text and job_attempts_append write JSON by hand: whatever the
+ * strings hold (quotes, backslashes, control characters, UTF-8), the result
+ * parses, and says what the job says. */
+static void test_hand_written_event_and_attempts_json_parse(void)
+{
+    struct job *j = job_new();
+    id_new(j->id);
+    job_set_str(&j->task, "t\"a\\sk");
+    job_set_str(&j->executor, "ex\n1");
+    job_set_str(&j->error_message, "bad \"quote\"\x01\ttab \xc3\xa9");
+    job_set_str(&j->worker_thread, "thread-\"2\"");
+    j->status = JOB_FAILED;
+    j->error_type = JOB_ERR_TASK;
+    j->attempt = 1;
+    j->max_attempts = 2;
+    j->created_at_ms = 1795246371849;
+    j->started_at_ms = 1795246371850;
+    j->finished_at_ms = 1795246371999;
+    char *ev = job_event_text(j);
+    cJSON *o = cJSON_Parse(ev);
+    CHECK(o != NULL);
+    CHECK_EQ_STR(cJSON_GetStringValue(cJSON_GetObjectItem(o, "task")), "t\"a\\sk");
+    CHECK_EQ_STR(cJSON_GetStringValue(cJSON_GetObjectItem(o, "status")), "failed");
+    cJSON *err = cJSON_GetObjectItem(o, "error");
+    CHECK_EQ_STR(cJSON_GetStringValue(cJSON_GetObjectItem(err, "message")), "bad \"quote\"\x01\ttab \xc3\xa9");
+    CHECK(cJSON_IsNull(cJSON_GetObjectItem(o, "batch_id")));
+    cJSON_Delete(o);
+    free(ev);
+
+    CHECK_EQ_INT(job_attempts_append(j), 0);
+    j->attempt = 2;
+    j->status = JOB_SUCCEEDED;
+    j->error_type = JOB_ERR_NONE;
+    CHECK_EQ_INT(job_attempts_append(j), 0);
+    cJSON *a = cJSON_Parse(j->attempts);
+    CHECK(cJSON_IsArray(a) && cJSON_GetArraySize(a) == 2);
+    cJSON *first = cJSON_GetArrayItem(a, 0), *second = cJSON_GetArrayItem(a, 1);
+    CHECK_EQ_INT((int)cJSON_GetNumberValue(cJSON_GetObjectItem(first, "attempt")), 1);
+    CHECK_EQ_STR(cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(first, "worker"), "thread")),
+                 "thread-\"2\"");
+    CHECK_EQ_STR(cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(first, "error"), "type")), "task_error");
+    CHECK(cJSON_IsNull(cJSON_GetObjectItem(second, "error")));
+    CHECK_EQ_STR(cJSON_GetStringValue(cJSON_GetObjectItem(second, "status")), "succeeded");
+    cJSON_Delete(a);
+    job_free(j);
+}
+
 int main(void)
 {
     log_init(LOG_LEVEL_OFF, LOG_FORMAT_TEXT);
@@ -583,6 +630,7 @@ int main(void)
     RUN(test_job_dup_is_deep);
     RUN(test_job_to_json_fresh_job_has_every_field_null_where_unknown);
     RUN(test_job_to_json_full_job);
+    RUN(test_hand_written_event_and_attempts_json_parse);
     RUN(test_job_status_names_round_trip);
     RUN(test_api_err_from_errno_codes);
     RUN(test_id_new_increasing_with_frozen_and_stepped_back_clock); /* last: leaves ids in 2100 */
