@@ -240,6 +240,21 @@ struct core_executor_stats {
 /* Fills up to max entries; returns the number of executors. */
 int core_executor_stats(struct core *c, struct core_executor_stats *out, int max);
 
+/* What one worker of an executor is doing (see exec_workers). */
+struct core_worker {
+    int slot;
+    int pid;                 /* 0 while a process worker is being replaced */
+    char thread[72];
+    char job_id[ID_LEN + 1]; /* "" when idle */
+    char task[72];           /* "" when idle */
+    int64_t started_at_ms;   /* 0 when idle */
+};
+/* Fills up to max entries for executor i (the order of core_executor_stats):
+ * thread and process executors one per worker, async executors one per
+ * running job (at most 100). Returns the number filled, or -ENOENT when i is
+ * not an executor. */
+int core_executor_workers(struct core *c, int i, struct core_worker *out, int max);
+
 struct core_stats {
     int64_t counts[JOB_STATUS_COUNT];
     double throughput_per_s; /* jobs finished per second over the last minute */
@@ -247,6 +262,25 @@ struct core_stats {
     double run_time_ms_p50, run_time_ms_p95;
 };
 void core_get_stats(struct core *c, struct core_stats *out);
+
+/* The last CORE_HISTORY_POINTS * CORE_HISTORY_INTERVAL_S seconds of finished
+ * jobs, in buckets aligned on the wall clock (start = a multiple of the
+ * interval since the epoch): oldest first, the current, partial bucket last;
+ * a bucket in which no job finished is all zeros. Percentiles come from a
+ * bounded uniform sample of each bucket's jobs (0 when it has none). */
+#define CORE_HISTORY_INTERVAL_S 10
+#define CORE_HISTORY_POINTS 60
+struct core_stats_point {
+    int64_t at_ms; /* start of the bucket, wall clock */
+    int64_t succeeded, failed, cancelled;
+    double queue_wait_ms_p50, queue_wait_ms_p95;
+    double run_time_ms_p50, run_time_ms_p95;
+};
+struct core_stats_history {
+    struct core_stats_point points[CORE_HISTORY_POINTS];
+};
+/* Returns 0, or -ENOMEM (then *out holds the counts without percentiles). */
+int core_get_stats_history(struct core *c, struct core_stats_history *out);
 
 /* False while starting or once draining. */
 bool core_ready(struct core *c);

@@ -105,6 +105,17 @@ struct core_exec {
 #define STATS_SAMPLES 2048
 #define STATS_WINDOW_S 60
 
+/* One CORE_HISTORY_INTERVAL_S bucket of the history: jobs that finished in
+ * it by status, and a uniform sample (reservoir) of their queue waits and run
+ * times for its percentiles. */
+#define STATS_HISTORY_SAMPLES 256
+struct core_stats_bucket {
+    int64_t start_s; /* wall second it starts at (a multiple of the interval); 0 = unused */
+    int64_t succeeded, failed, cancelled;
+    long n_wait, n_run; /* samples offered; the first STATS_HISTORY_SAMPLES are kept, then one in n */
+    float wait_ms[STATS_HISTORY_SAMPLES], run_ms[STATS_HISTORY_SAMPLES];
+};
+
 struct core_statsbuf {
     pthread_mutex_t lock; /* guards everything below */
     int64_t counts[JOB_STATUS_COUNT];
@@ -112,6 +123,8 @@ struct core_statsbuf {
     int64_t bucket_n[STATS_WINDOW_S];
     double wait_ms[STATS_SAMPLES], run_ms[STATS_SAMPLES];
     long n_wait, n_run; /* samples written (ring) */
+    struct core_stats_bucket history[CORE_HISTORY_POINTS]; /* ring, by start_s / interval */
+    uint64_t rng;                                           /* xorshift state of the reservoirs */
 };
 
 /* Job counters and latency histograms (core/metrics.c). The arrays and the
@@ -245,6 +258,8 @@ void core_stats_init(struct core_statsbuf *s);
 void core_stats_fini(struct core_statsbuf *s);
 void core_stats_transition(struct core_statsbuf *s, int from, int to); /* -1 = none */
 void core_stats_finished(struct core_statsbuf *s, const struct job *job);
+/* core_get_stats_history on one statsbuf (a seam for tests). */
+int core_stats_history(struct core_statsbuf *s, struct core_stats_history *out);
 
 /* core/metrics.c */
 /* Sizes the arrays for the registry's tasks and c->n_execs executors (call

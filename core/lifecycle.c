@@ -305,6 +305,27 @@ bool core_ready(struct core *c)
     return atomic_load(&c->ready);
 }
 
+_Static_assert(sizeof ((struct core_worker *)0)->thread == sizeof ((struct exec_worker *)0)->thread, "thread");
+_Static_assert(sizeof ((struct core_worker *)0)->task == sizeof ((struct exec_worker *)0)->task, "task");
+
+int core_executor_workers(struct core *c, int i, struct core_worker *out, int max)
+{
+    if (i < 0 || i >= c->n_execs) return -ENOENT;
+    if (c->execs[i].cfg.kind == TASK_KIND_ASYNC && max > EXEC_ASYNC_WORKERS_MAX) max = EXEC_ASYNC_WORKERS_MAX;
+    if (max <= 0) return 0;
+    struct exec_worker *w = malloc((size_t)max * sizeof *w);
+    if (!w) return -ENOMEM;
+    int n = exec_workers(c->execs[i].ex, w, max);
+    for (int k = 0; k < n; k++) {
+        out[k] = (struct core_worker){.slot = w[k].slot, .pid = w[k].pid, .started_at_ms = w[k].started_at_ms};
+        memcpy(out[k].thread, w[k].thread, sizeof out[k].thread);
+        memcpy(out[k].job_id, w[k].job_id, sizeof out[k].job_id);
+        memcpy(out[k].task, w[k].task, sizeof out[k].task);
+    }
+    free(w);
+    return n;
+}
+
 int core_executor_stats(struct core *c, struct core_executor_stats *out, int max)
 {
     for (int i = 0; i < c->n_execs && i < max; i++) {

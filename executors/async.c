@@ -70,6 +70,7 @@ struct ajob {
     struct job *job;
     cJSON *args;
     char id[ID_LEN + 1];        /* lock (written at pop, then immutable until recycled) */
+    int64_t started_at_ms;      /* lock, the same way */
     struct ajob *hnext;         /* lock: chain in ae->index */
     struct ajob *cprev, *cnext; /* lock: on ae->cancels */
     bool in_cancels;            /* lock */
@@ -350,7 +351,7 @@ static void job_start(struct ajob *r)
 
     job->status = JOB_RUNNING;
     job->attempt++;
-    job->started_at_ms = clock_wall_ms();
+    job->started_at_ms = r->started_at_ms;
     job->finished_at_ms = 0;
     job->worker_pid = ae->pid;
     job_set_str(&job->worker_thread, ae->thread_name); /* -ENOMEM leaves the old name: harmless */
@@ -406,6 +407,7 @@ static void pump(struct async_exec *ae)
     for (;;) {
         int have = spare_fill(ae, want), n = 0;
         bool starved = false;
+        int64_t now_ms = clock_wall_ms();
         pthread_mutex_lock(&ae->lock);
         while (ae->busy < ae->base.size && ae->heap.n > 0 && !ae->draining) {
             if (n == have) {
@@ -419,6 +421,7 @@ static void pump(struct async_exec *ae)
             r->ae = ae;
             r->job = exec_heap_pop(&ae->heap);
             memcpy(r->id, r->job->id, sizeof r->id);
+            r->started_at_ms = now_ms;
             index_put(ae, r);
             ae->busy++;
             batch[n++] = r;
@@ -549,6 +552,21 @@ static void ae_stats(struct executor *ex, struct exec_stats *out)
     pthread_mutex_unlock(&ae->lock);
 }
 
+/* Running jobs, from the index: their order is the hash's, not their age. */
+static int ae_workers(struct executor *ex, struct exec_worker *out, int max)
+{
+    struct async_exec *ae = (struct async_exec *)ex;
+    int n = 0;
+    if (max > EXEC_ASYNC_WORKERS_MAX) max = EXEC_ASYNC_WORKERS_MAX;
+    pthread_mutex_lock(&ae->lock);
+    if (max > ae->busy) max = ae->busy; /* busy >= jobs in the index: stops the walk early */
+    for (size_t b = 0; b < ae->nindex && n < max; b++)
+        for (const struct ajob *r = ae->index[b]; r && n < max; r = r->hnext, n++)
+            exec_worker_fill(&out[n], n, ae->pid, ae->thread_name, r->job, r->started_at_ms);
+    pthread_mutex_unlock(&ae->lock);
+    return n;
+}
+
 static void ae_drain(struct executor *ex, int64_t grace_ms)
 {
     struct async_exec *ae = (struct async_exec *)ex;
@@ -614,7 +632,8 @@ static void ae_free(struct executor *ex)
 }
 
 static const struct exec_vtable async_vtable = {
-    .submit = ae_submit, .cancel = ae_cancel, .stats = ae_stats, .drain = ae_drain, .free = ae_free,
+    .submit = ae_submit, .cancel = ae_cancel, .stats = ae_stats, .workers = ae_workers, .drain = ae_drain,
+    .free = ae_free,
 };
 
 int exec_async_new(const struct exec_config *cfg, const struct task_registry *tasks,

@@ -1,6 +1,7 @@
 #include "exec.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -27,6 +28,10 @@ int exec_new(const struct exec_config *cfg, const struct task_registry *tasks, c
 int exec_submit(struct executor *ex, struct job *job) { return ex->vt->submit(ex, job); }
 int exec_cancel(struct executor *ex, const char *job_id) { return ex->vt->cancel(ex, job_id); }
 void exec_get_stats(struct executor *ex, struct exec_stats *out) { ex->vt->stats(ex, out); }
+int exec_workers(struct executor *ex, struct exec_worker *out, int max)
+{
+    return max > 0 ? ex->vt->workers(ex, out, max) : 0;
+}
 void exec_drain(struct executor *ex, int64_t grace_ms) { ex->vt->drain(ex, grace_ms); }
 const char *exec_name(const struct executor *ex) { return ex->name; }
 unsigned exec_kind(const struct executor *ex) { return ex->kind; }
@@ -52,6 +57,19 @@ void exec_base_fini(struct executor *ex)
 {
     free(ex->name);
     ex->name = NULL;
+}
+
+void exec_worker_fill(struct exec_worker *w, int slot, int pid, const char *thread, const struct job *job,
+                      int64_t started_at_ms)
+{
+    memset(w, 0, sizeof *w);
+    w->slot = slot;
+    w->pid = pid;
+    snprintf(w->thread, sizeof w->thread, "%s", thread);
+    if (!job) return;
+    memcpy(w->job_id, job->id, sizeof w->job_id);
+    snprintf(w->task, sizeof w->task, "%s", job->task ? job->task : "");
+    w->started_at_ms = started_at_ms;
 }
 
 void exec_cond_init_mono(pthread_cond_t *cv)

@@ -74,6 +74,23 @@ int exec_submit(struct executor *ex, struct job *job);
 int exec_cancel(struct executor *ex, const char *job_id);
 
 void exec_get_stats(struct executor *ex, struct exec_stats *out);
+
+/* Who works, and on what: one entry per worker thread (thread), per worker
+ * process (process) or per running job (async). A copy taken under the
+ * executor's lock; the strings are the entry's own. */
+struct exec_worker {
+    int slot;                  /* worker index; async: index in the list */
+    int pid;                   /* the worker's process; 0 while a process worker is being replaced */
+    char thread[72];           /* "<executor>-<slot>" as jobs show it; async: the loop's "<executor>-0" */
+    char job_id[ID_LEN + 1];   /* the running job, "" when idle */
+    char task[72];             /* its task ("" when idle); task names have at most 64 bytes */
+    int64_t started_at_ms;     /* when it started, 0 when idle */
+};
+#define EXEC_ASYNC_WORKERS_MAX 100 /* an async executor lists at most this many running jobs */
+/* Fills up to max entries (thread, process: workers in slot order; async:
+ * running jobs, at most EXEC_ASYNC_WORKERS_MAX) and returns how many. */
+int exec_workers(struct executor *ex, struct exec_worker *out, int max);
+
 const char *exec_name(const struct executor *ex);
 unsigned exec_kind(const struct executor *ex);
 

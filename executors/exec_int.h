@@ -12,6 +12,7 @@ struct exec_vtable {
     int (*submit)(struct executor *ex, struct job *job);
     int (*cancel)(struct executor *ex, const char *job_id);
     void (*stats)(struct executor *ex, struct exec_stats *out);
+    int (*workers)(struct executor *ex, struct exec_worker *out, int max);
     void (*drain)(struct executor *ex, int64_t grace_ms);
     void (*free)(struct executor *ex);
 };
@@ -30,6 +31,11 @@ struct executor {
 int exec_base_init(struct executor *ex, const struct exec_vtable *vt, const struct exec_config *cfg,
                    const struct task_registry *tasks, const struct exec_hooks *hooks);
 void exec_base_fini(struct executor *ex);
+
+/* Fills *w for a worker of slot/pid/thread running job (NULL = idle) since
+ * started_at_ms. The caller holds the lock that guards the job pointer. */
+void exec_worker_fill(struct exec_worker *w, int slot, int pid, const char *thread, const struct job *job,
+                      int64_t started_at_ms);
 
 /* Ready-queue order: priority descending, then id ascending (older first).
  * Returns < 0 when a runs before b. */

@@ -62,6 +62,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,6 +94,7 @@ struct flight {
     struct job *job;
     const struct task_def *def; /* for the run-time average; NULL for an unknown task */
     bool started;               /* STARTED read (only fl[0] can be) */
+    int64_t started_at_ms;      /* set with started */
     bool cancel;                /* exec_cancel asked; read under lock */
     bool cancel_seen;           /* I/O thread: acted on */
     bool skip_sent;             /* I/O thread */
@@ -102,8 +104,9 @@ struct flight {
 struct slot {
     int index;
     char name[32]; /* "<executor>-<index>", immutable */
-    /* All below: I/O thread, except fl/n (written under lock, see DESIGN). */
-    int pid; /* 0: no worker */
+    /* All below: I/O thread, except fl/n (written under lock, see DESIGN)
+     * and pid, atomic so that exec_workers may read it from any thread. */
+    atomic_int pid; /* 0: no worker */
     int sock, pidfd;
     uint32_t gen; /* bumped at each spawn: tells stale epoll events apart */
     struct flight fl[PIPELINE_DEPTH];
@@ -323,8 +326,10 @@ static void on_started(struct proc_exec *pe, struct slot *s, const struct exec_w
     }
     struct flight *f = &s->fl[0];
     struct job *job = f->job;
+    int64_t started_at_ms = m->started_at_ms > 0 ? m->started_at_ms : clock_wall_ms();
     pthread_mutex_lock(&pe->lock);
     f->started = true;
+    f->started_at_ms = started_at_ms;
     pe->unstarted--;
     pe->busy++;
     bool cancel = f->cancel;
@@ -334,7 +339,7 @@ static void on_started(struct proc_exec *pe, struct slot *s, const struct exec_w
     s->backoff_ns = 0;
     job->status = JOB_RUNNING;
     job->attempt++;
-    job->started_at_ms = m->started_at_ms > 0 ? m->started_at_ms : clock_wall_ms();
+    job->started_at_ms = started_at_ms;
     job->finished_at_ms = 0;
     job->worker_pid = s->pid;
     job_set_str(&job->worker_thread, s->name); /* -ENOMEM leaves the old name: harmless */
@@ -817,6 +822,20 @@ static void pe_stats(struct executor *ex, struct exec_stats *out)
     pthread_mutex_unlock(&pe->lock);
 }
 
+static int pe_workers(struct executor *ex, struct exec_worker *out, int max)
+{
+    struct proc_exec *pe = (struct proc_exec *)ex;
+    int n = ex->size < max ? ex->size : max;
+    pthread_mutex_lock(&pe->lock);
+    for (int i = 0; i < n; i++) {
+        const struct slot *s = &pe->slots[i];
+        bool on = s->n > 0 && s->fl[0].started;
+        exec_worker_fill(&out[i], i, s->pid, s->name, on ? s->fl[0].job : NULL, on ? s->fl[0].started_at_ms : 0);
+    }
+    pthread_mutex_unlock(&pe->lock);
+    return n;
+}
+
 static void pe_drain(struct executor *ex, int64_t grace_ms)
 {
     struct proc_exec *pe = (struct proc_exec *)ex;
@@ -866,7 +885,8 @@ static void pe_free(struct executor *ex)
 }
 
 static const struct exec_vtable process_vtable = {
-    .submit = pe_submit, .cancel = pe_cancel, .stats = pe_stats, .drain = pe_drain, .free = pe_free,
+    .submit = pe_submit, .cancel = pe_cancel, .stats = pe_stats, .workers = pe_workers, .drain = pe_drain,
+    .free = pe_free,
 };
 
 int exec_process_new(const struct exec_config *cfg, const struct task_registry *tasks,

@@ -37,6 +37,7 @@ struct slot {
     int index;
     pthread_t thread;
     struct job *job;          /* guarded by te->lock; the job this worker runs, or NULL */
+    int64_t started_at_ms;    /* guarded by te->lock; when it took job */
     atomic_int stop;          /* set by cancel; reset when the worker takes a job */
     pthread_mutex_t wake_lock; /* with wake_cv: lets cancel interrupt sleep_ms */
     pthread_cond_t wake_cv;
@@ -157,13 +158,15 @@ static void *worker_main(void *arg)
         if (te->stop_workers) break;
         struct job *job = exec_heap_pop(&te->heap);
         s->job = job;
+        s->started_at_ms = clock_wall_ms();
         atomic_store(&s->stop, 0);
         te->busy++;
+        int64_t started_at_ms = s->started_at_ms;
         pthread_mutex_unlock(&te->lock);
 
         job->status = JOB_RUNNING;
         job->attempt++;
-        job->started_at_ms = clock_wall_ms();
+        job->started_at_ms = started_at_ms;
         job->finished_at_ms = 0;
         job->worker_pid = (int)getpid();
         job_set_str(&job->worker_thread, s->name); /* -ENOMEM leaves the old name: harmless */
@@ -247,6 +250,17 @@ static void te_stats(struct executor *ex, struct exec_stats *out)
     pthread_mutex_unlock(&te->lock);
 }
 
+static int te_workers(struct executor *ex, struct exec_worker *out, int max)
+{
+    struct thread_exec *te = (struct thread_exec *)ex;
+    int n = ex->size < max ? ex->size : max, pid = (int)getpid();
+    pthread_mutex_lock(&te->lock);
+    for (int i = 0; i < n; i++)
+        exec_worker_fill(&out[i], i, pid, te->slots[i].name, te->slots[i].job, te->slots[i].started_at_ms);
+    pthread_mutex_unlock(&te->lock);
+    return n;
+}
+
 static void te_drain(struct executor *ex, int64_t grace_ms)
 {
     struct thread_exec *te = (struct thread_exec *)ex;
@@ -297,7 +311,8 @@ static void te_free(struct executor *ex)
 }
 
 static const struct exec_vtable thread_vtable = {
-    .submit = te_submit, .cancel = te_cancel, .stats = te_stats, .drain = te_drain, .free = te_free,
+    .submit = te_submit, .cancel = te_cancel, .stats = te_stats, .workers = te_workers, .drain = te_drain,
+    .free = te_free,
 };
 
 int exec_thread_new(const struct exec_config *cfg, const struct task_registry *tasks,

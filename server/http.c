@@ -13,6 +13,7 @@
  * a Content-Length over the limit, where closing is what we want.
  */
 #include "server.h"
+#include "http_int.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -321,43 +322,56 @@ static bool route_match(const char *pattern, const char *path, char *id, size_t 
     return *p == '\0' && *u == '\0';
 }
 
-static void route_lookup(struct srv_req *req, const char *method, const char *url)
+void srv__route_find(const char *method, const char *url, struct srv__route_hit *hit)
 {
+    memset(hit, 0, sizeof *hit);
+    hit->route = hit->route_idx = -1;
     char allow[64] = "";
     for (int i = 0; i < srv_n_routes; i++) {
-        char id[sizeof req->path_id];
+        char id[sizeof hit->path_id] = ""; /* stays "" for a pattern without {id} */
         bool has_id;
         if (!route_match(srv_routes[i].pattern, url, id, sizeof id, &has_id)) continue;
         if (strcmp(srv_routes[i].method, method) == 0 ||
             (strcmp(method, "HEAD") == 0 && strcmp(srv_routes[i].method, "GET") == 0)) {
-            req->route = &srv_routes[i];
-            req->route_idx = i;
-            memcpy(req->path_id, id, sizeof id);
-            req->has_id = has_id;
-            req->bad_method = false;
+            hit->route = hit->route_idx = i;
+            memcpy(hit->path_id, id, sizeof id);
+            hit->has_id = has_id;
+            hit->bad_method = false;
             return;
         }
         size_t o = strlen(allow);
         snprintf(allow + o, sizeof allow - o, "%s%s", o ? ", " : "", srv_routes[i].method);
-        if (!req->bad_method) req->route_idx = i;
-        req->bad_method = true;
+        if (!hit->bad_method) hit->route_idx = i;
+        hit->bad_method = true;
     }
-    if (req->bad_method) memcpy(req->allow, allow, sizeof allow);
+    if (hit->bad_method) memcpy(hit->allow, allow, sizeof allow);
+}
+
+static void route_lookup(struct srv_req *req, const char *method, const char *url)
+{
+    struct srv__route_hit hit;
+    srv__route_find(method, url, &hit);
+    req->route = hit.route >= 0 ? &srv_routes[hit.route] : NULL;
+    req->route_idx = hit.route_idx;
+    memcpy(req->path_id, hit.path_id, sizeof req->path_id);
+    req->has_id = hit.has_id;
+    req->bad_method = hit.bad_method;
+    memcpy(req->allow, hit.allow, sizeof req->allow);
 }
 
 /* Constant-time comparison of the Authorization header with "Bearer TOKEN". */
-static bool auth_ok(const struct config *cfg, const char *header)
+bool srv__auth_ok(const char *token, const char *header)
 {
-    if (!cfg->token[0]) return true;
+    if (!token[0]) return true;
     if (!header || strncasecmp(header, "Bearer ", 7) != 0) return false;
     const char *given = header + 7;
-    size_t gl = strlen(given), tl = strlen(cfg->token);
+    size_t gl = strlen(given), tl = strlen(token);
     volatile unsigned char diff = (unsigned char)(gl != tl);
-    for (size_t i = 0; i < tl; i++) diff |= (unsigned char)(cfg->token[i] ^ (i < gl ? given[i] : 0));
+    for (size_t i = 0; i < tl; i++) diff |= (unsigned char)(token[i] ^ (i < gl ? given[i] : 0));
     return diff == 0;
 }
 
-static bool content_type_ok(const char *ct)
+bool srv__content_type_ok(const char *ct)
 {
     if (!ct || !*ct) return true;
     size_t n = strcspn(ct, ";");
@@ -369,17 +383,36 @@ static bool content_type_ok(const char *ct)
 }
 
 struct query_check {
-    const char *const *allowed;
+    const struct srv_route *route;
     char bad[64];
 };
+
+bool srv__query_allowed(const struct srv_route *r, const char *key)
+{
+    for (const char *const *a = r->query; a && *a; a++)
+        if (strcmp(*a, key) == 0) return true;
+    return false;
+}
 
 static enum MHD_Result check_query_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
     struct query_check *qc = cls;
-    for (const char *const *a = qc->allowed; a && *a; a++)
-        if (strcmp(*a, key) == 0) return MHD_YES;
+    if (srv__query_allowed(qc->route, key)) return MHD_YES;
     snprintf(qc->bad, sizeof qc->bad, "%s", key);
     return MHD_NO;
+}
+
+void srv__log_url(char *out, size_t cap, const char *url)
+{
+    /* Bytes other than printable ASCII as %XX, so a log line stays one line
+     * of valid UTF-8 (JSON format) whatever the client sent; truncated when
+     * long: it is only logged. */
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)url; *p && o + 4 < cap; p++) {
+        if (*p > ' ' && *p < 0x7f) out[o++] = (char)*p;
+        else o += (size_t)snprintf(out + o, cap - o, "%%%02X", *p);
+    }
+    out[o] = '\0';
 }
 
 /* The first call: everything known from the request line and headers. */
@@ -396,22 +429,15 @@ static struct srv_req *req_new(struct srv *s, struct MHD_Connection *conn, const
     atomic_store(&req->refs, 1);
     req->route_idx = -1;
     if (log_enabled(LOG_LEVEL_DEBUG)) {
-        /* Bytes other than printable ASCII as %XX, so a log line stays one
-         * line of valid UTF-8 (JSON format) whatever the client sent;
-         * truncated when long: it is only logged. */
-        size_t o = 0;
-        for (const unsigned char *p = (const unsigned char *)url; *p && o + 4 < sizeof req->log_url; p++) {
-            if (*p > ' ' && *p < 0x7f) req->log_url[o++] = (char)*p;
-            else o += (size_t)snprintf(req->log_url + o, sizeof req->log_url - o, "%%%02X", *p);
-        }
-        req->log_url[o] = '\0';
+        srv__log_url(req->log_url, sizeof req->log_url, url);
         req->log_t0_ns = clock_mono_ns();
     }
     route_lookup(req, method, url);
     if (req->route && req->route->auth)
-        req->unauthorized = !auth_ok(s->cfg, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization"));
+        req->unauthorized =
+            !srv__auth_ok(s->cfg->token, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization"));
     if (req->route && strcmp(method, "POST") == 0)
-        req->bad_type = !content_type_ok(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type"));
+        req->bad_type = !srv__content_type_ok(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type"));
     return req;
 }
 
@@ -440,7 +466,7 @@ static enum srv_step reply_early_error(struct srv_req *req, const char *method)
                          "Send the body as JSON with 'Content-Type: application/json'.");
         return STEP_DONE;
     }
-    struct query_check qc = {.allowed = req->route->query};
+    struct query_check qc = {.route = req->route};
     MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, check_query_arg, &qc);
     if (qc.bad[0]) {
         srv_reply_errorf(req, API_INVALID_ARGUMENT, qc.bad, "Unknown query parameter '%s'.", qc.bad);
@@ -527,6 +553,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (req) srv_req_unref(req);
 }
 
+static void mhd_logger(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];

@@ -17,6 +17,8 @@
 
 #define LIST_LIMIT_DEFAULT 50
 #define LIST_LIMIT_MAX 1000
+#define LIST_Q_MAX 200 /* bytes of search text */
+#define WORKERS_MAX 4096 /* workers listed per executor (the configuration's largest size) */
 #define CANCEL_WAIT_MS 2000 /* how long a cancel reply waits for a running job to stop */
 
 /* --- small helpers --- */
@@ -280,6 +282,15 @@ static enum srv_step h_list(struct srv_req *req)
     f.task = srv_req_query(req, "task");
     f.executor = srv_req_query(req, "executor");
     f.batch_id = srv_req_query(req, "batch");
+    if ((s = srv_req_query(req, "q"))) {
+        size_t len = strlen(s), bad_at = 0;
+        if (len < 1 || len > LIST_Q_MAX || !utf8_valid(s, len, &bad_at)) {
+            srv_reply_errorf(req, API_INVALID_ARGUMENT, "q", "q must be 1 to %d bytes of UTF-8 text to search for.",
+                             LIST_Q_MAX);
+            return STEP_DONE;
+        }
+        f.q = s;
+    }
     if ((s = srv_req_query(req, "limit"))) {
         char *end;
         long n = strtol(s, &end, 10);
@@ -422,6 +433,34 @@ static enum srv_step h_tasks(struct srv_req *req)
     return STEP_DONE;
 }
 
+/* Adds "workers" to executor i's object o: what each worker runs. */
+static void add_workers(struct srv_req *req, cJSON *o, int i, int size)
+{
+    cJSON *arr = cJSON_AddArrayToObject(o, "workers");
+    int max = size < WORKERS_MAX ? size : WORKERS_MAX;
+    struct core_worker *w = calloc((size_t)max, sizeof *w);
+    int n = w ? core_executor_workers(srv_req_core(req), i, w, max) : 0;
+    for (int k = 0; k < n; k++) {
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddNumberToObject(x, "slot", w[k].slot);
+        cJSON_AddNumberToObject(x, "pid", w[k].pid);
+        cJSON_AddStringToObject(x, "thread", w[k].thread);
+        if (w[k].job_id[0]) {
+            char at[CLOCK_RFC3339_LEN];
+            clock_format_rfc3339(w[k].started_at_ms, at);
+            cJSON_AddStringToObject(x, "job_id", w[k].job_id);
+            cJSON_AddStringToObject(x, "task", w[k].task);
+            cJSON_AddStringToObject(x, "started_at", at);
+        } else {
+            cJSON_AddNullToObject(x, "job_id");
+            cJSON_AddNullToObject(x, "task");
+            cJSON_AddNullToObject(x, "started_at");
+        }
+        cJSON_AddItemToArray(arr, x);
+    }
+    free(w);
+}
+
 static enum srv_step h_executors(struct srv_req *req)
 {
     struct core_executor_stats es[CONFIG_MAX_EXECUTORS];
@@ -440,6 +479,7 @@ static enum srv_step h_executors(struct srv_req *req)
         cJSON_AddNumberToObject(o, "succeeded", (double)es[i].succeeded);
         cJSON_AddNumberToObject(o, "failed", (double)es[i].failed);
         cJSON_AddNumberToObject(o, "cancelled", (double)es[i].cancelled);
+        add_workers(req, o, i, es[i].size);
         cJSON_AddItemToArray(arr, o);
     }
     srv_reply_json(req, 200, root);
@@ -449,6 +489,34 @@ static enum srv_step h_executors(struct srv_req *req)
 static double round3(double x)
 {
     return round(x * 1000.0) / 1000.0;
+}
+
+/* Adds "history" to /v1/stats: finished jobs per bucket, for the charts. */
+static void add_history(struct srv_req *req, cJSON *root)
+{
+    struct core_stats_history hist; /* 60 points: ~4 KiB */
+    const struct core_stats_history *h = &hist;
+    core_get_stats_history(srv_req_core(req), &hist); /* -ENOMEM leaves the percentiles 0 */
+    cJSON *o = cJSON_AddObjectToObject(root, "history");
+    cJSON_AddNumberToObject(o, "interval_s", CORE_HISTORY_INTERVAL_S);
+    cJSON *pts = cJSON_AddArrayToObject(o, "points");
+    for (int k = 0; k < CORE_HISTORY_POINTS; k++) {
+        const struct core_stats_point *p = &h->points[k];
+        char at[CLOCK_RFC3339_LEN];
+        clock_format_rfc3339(p->at_ms, at);
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddStringToObject(x, "at", at);
+        cJSON_AddNumberToObject(x, "succeeded", (double)p->succeeded);
+        cJSON_AddNumberToObject(x, "failed", (double)p->failed);
+        cJSON_AddNumberToObject(x, "cancelled", (double)p->cancelled);
+        cJSON *w = cJSON_AddObjectToObject(x, "queue_wait_ms");
+        cJSON_AddNumberToObject(w, "p50", round3(p->queue_wait_ms_p50));
+        cJSON_AddNumberToObject(w, "p95", round3(p->queue_wait_ms_p95));
+        cJSON *r = cJSON_AddObjectToObject(x, "run_time_ms");
+        cJSON_AddNumberToObject(r, "p50", round3(p->run_time_ms_p50));
+        cJSON_AddNumberToObject(r, "p95", round3(p->run_time_ms_p95));
+        cJSON_AddItemToArray(pts, x);
+    }
 }
 
 static enum srv_step h_stats(struct srv_req *req)
@@ -466,6 +534,7 @@ static enum srv_step h_stats(struct srv_req *req)
     cJSON *r = cJSON_AddObjectToObject(root, "run_time_ms");
     cJSON_AddNumberToObject(r, "p50", round3(s.run_time_ms_p50));
     cJSON_AddNumberToObject(r, "p95", round3(s.run_time_ms_p95));
+    add_history(req, root);
     srv_reply_json(req, 200, root);
     return STEP_DONE;
 }
@@ -491,7 +560,7 @@ static enum srv_step h_readyz(struct srv_req *req)
 }
 
 static const char *const q_wait[] = {"wait", NULL};
-static const char *const q_list[] = {"status", "task", "executor", "batch", "limit", "cursor", NULL};
+static const char *const q_list[] = {"status", "task", "executor", "batch", "limit", "cursor", "q", NULL};
 static const char *const q_events[] = {"job", "batch", "last_event_id", "timeout", NULL};
 
 const struct srv_route srv_routes[] = {
@@ -512,5 +581,8 @@ const struct srv_route srv_routes[] = {
     {"GET", "/v1/stats", h_stats, NULL, true},
     {"GET", "/v1/openapi.json", srv_h_openapi, NULL, false},
     {"GET", "/metrics", srv_h_metrics, NULL, true},
+    {"GET", "/", srv_h_web_index, NULL, false},
+    {"GET", "/app.js", srv_h_web_js, NULL, false},
+    {"GET", "/app.css", srv_h_web_css, NULL, false},
 };
 const int srv_n_routes = (int)(sizeof srv_routes / sizeof *srv_routes);

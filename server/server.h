@@ -125,6 +125,10 @@ size_t srv_metrics_escape(char *out, size_t cap, const char *value);
 enum srv_step srv_h_metrics(struct srv_req *req); /* server/metrics.c: GET /metrics */
 enum srv_step srv_h_openapi(struct srv_req *req); /* server/openapi.c: GET /v1/openapi.json */
 enum srv_step srv_h_events(struct srv_req *req);  /* server/sse.c: GET /v1/events */
+/* server/web.c: the dashboard, compiled in (no token) */
+enum srv_step srv_h_web_index(struct srv_req *req); /* GET / */
+enum srv_step srv_h_web_js(struct srv_req *req);    /* GET /app.js */
+enum srv_step srv_h_web_css(struct srv_req *req);   /* GET /app.css */
 /* server/futures.c */
 enum srv_step srv_h_wait(struct srv_req *req);         /* POST /v1/wait */
 enum srv_step srv_h_batch_create(struct srv_req *req); /* POST /v1/batches */

@@ -157,7 +157,12 @@ struct store_filter {
     const char *executor;
     const char *batch_id;
     const char *before_id; /* keyset cursor: only ids < before_id; NULL = from newest */
-    int limit;             /* 1..1000 */
+    /* Search text, NULL = none: a job matches when its id equals q, or q
+     * occurs (ASCII case-insensitive, as LIKE) in its args, result or error
+     * message. A scan of the rows the other filters select, in id order,
+     * until the page is full. */
+    const char *q;
+    int limit; /* 1..1000 */
 };
 
 /* Jobs newest first. *out is an array of *n jobs (free with store_jobs_free).

@@ -265,7 +265,7 @@ int store_job_get_by_idempotency(struct store *st, const char *key, struct job *
 
 /* ---- lists ------------------------------------------------------------------- */
 
-enum { SHAPE_TASK = 1, SHAPE_EXECUTOR = 2, SHAPE_BATCH = 4, SHAPE_BEFORE = 8 };
+enum { SHAPE_TASK = 1, SHAPE_EXECUTOR = 2, SHAPE_BATCH = 4, SHAPE_BEFORE = 8, SHAPE_Q = 16 };
 
 static void sql_add(char *buf, size_t cap, size_t *len, const char *piece)
 {
@@ -289,13 +289,22 @@ static void list_select(char *sql, size_t cap, size_t *len, unsigned shape, cons
     if (shape & SHAPE_EXECUTOR) sql_add(sql, cap, len, " AND executor = ?2");
     if (shape & SHAPE_BATCH) sql_add(sql, cap, len, " AND batch_id = ?3");
     if (shape & SHAPE_BEFORE) sql_add(sql, cap, len, " AND id < ?4");
+    if (shape & SHAPE_Q)
+        sql_add(sql, cap, len,
+                " AND (id = ?12 OR args LIKE ?13 ESCAPE '\\' OR result LIKE ?13 ESCAPE '\\'"
+                " OR error_message LIKE ?13 ESCAPE '\\')");
     sql_add(sql, cap, len, " ORDER BY id DESC LIMIT ?5");
 }
 
 /* The list statement for a filter shape and a number of statuses (0 = any),
  * prepared on first use and kept by the reader. Only constant pieces make up
  * the SQL; every value is a bound parameter: ?1 task, ?2 executor, ?3
- * batch_id, ?4 before_id, ?5 the row limit, ?6.. the statuses.
+ * batch_id, ?4 before_id, ?5 the row limit, ?6..?11 the statuses, ?12 the
+ * search text (equal to the id) and ?13 its LIKE pattern (see like_pattern).
+ *
+ * A search has no index to use: the LIKEs are checked on the rows the other
+ * filters walk, newest first, until ?5 of them match; so its cost is bounded
+ * by the rows scanned to fill a page, not by the page size alone.
  *
  * Several statuses become a UNION ALL of one SELECT per status rather than
  * `status IN (...)`: each member then walks the (status, id) index newest
@@ -309,7 +318,7 @@ static int list_stmt(struct store_reader *r, unsigned shape, int nstatus, sqlite
         *out = r->list[shape][nstatus];
         return 0;
     }
-    char sql[4096];
+    char sql[8192];
     size_t len = 0;
     sql[0] = '\0';
     if (nstatus <= 1) {
@@ -327,6 +336,22 @@ static int list_stmt(struct store_reader *r, unsigned shape, int nstatus, sqlite
     return ret;
 }
 
+/* "%q%" with q's %, _ and \ escaped by \, for LIKE ... ESCAPE '\'. Caller frees. */
+static char *like_pattern(const char *q)
+{
+    size_t n = strlen(q), k = 0;
+    char *p = malloc(2 * n + 3);
+    if (!p) return NULL;
+    p[k++] = '%';
+    for (size_t i = 0; i < n; i++) {
+        if (q[i] == '%' || q[i] == '_' || q[i] == '\\') p[k++] = '\\';
+        p[k++] = q[i];
+    }
+    p[k++] = '%';
+    p[k] = '\0';
+    return p;
+}
+
 int store_job_list(struct store *st, const struct store_filter *f, struct job ***out, size_t *n,
                    char next_cursor[ID_LEN + 1])
 {
@@ -334,6 +359,7 @@ int store_job_list(struct store *st, const struct store_filter *f, struct job **
     struct store_reader *r = NULL;
     sqlite3_stmt *s = NULL;
     struct job **jobs = NULL;
+    char *pattern = NULL;
     size_t count = 0;
     bool more = false;
     *out = NULL;
@@ -349,9 +375,9 @@ int store_job_list(struct store *st, const struct store_filter *f, struct job **
     if (f->status_mask && nstatus == 0) goto out; /* only unknown statuses: nothing matches */
     if (nstatus == JOB_STATUS_COUNT) nstatus = 0;  /* all of them: no filter */
     unsigned shape = (f->task ? SHAPE_TASK : 0) | (f->executor ? SHAPE_EXECUTOR : 0) |
-                     (f->batch_id ? SHAPE_BATCH : 0) | (f->before_id ? SHAPE_BEFORE : 0);
+                     (f->batch_id ? SHAPE_BATCH : 0) | (f->before_id ? SHAPE_BEFORE : 0) | (f->q ? SHAPE_Q : 0);
 
-    if (!(jobs = calloc((size_t)limit, sizeof *jobs))) {
+    if (!(jobs = calloc((size_t)limit, sizeof *jobs)) || (f->q && !(pattern = like_pattern(f->q)))) {
         ret = -ENOMEM;
         goto out;
     }
@@ -361,6 +387,8 @@ int store_job_list(struct store *st, const struct store_filter *f, struct job **
     if (f->executor && rc == SQLITE_OK) rc = sqlite3_bind_text(s, 2, f->executor, -1, SQLITE_STATIC);
     if (f->batch_id && rc == SQLITE_OK) rc = sqlite3_bind_text(s, 3, f->batch_id, -1, SQLITE_STATIC);
     if (f->before_id && rc == SQLITE_OK) rc = sqlite3_bind_text(s, 4, f->before_id, -1, SQLITE_STATIC);
+    if (f->q && rc == SQLITE_OK) rc = sqlite3_bind_text(s, 12, f->q, -1, SQLITE_STATIC);
+    if (f->q && rc == SQLITE_OK) rc = sqlite3_bind_text(s, 13, pattern, -1, SQLITE_STATIC);
     /* one row more than the page: its presence says there is a next page */
     if (rc == SQLITE_OK) rc = sqlite3_bind_int(s, 5, limit + 1);
     for (int i = 0; i < nstatus && rc == SQLITE_OK; i++)
@@ -391,6 +419,7 @@ out:
     }
     if (r) store__reader_put(st, r);
     store_jobs_free(jobs, count);
+    free(pattern);
     return ret;
 }
 

@@ -309,6 +309,8 @@ static size_t utf8_seq_len(unsigned char lead)
  * of task_fail() and task_afail(). A message that does not fit is cut without
  * splitting a UTF-8 sequence, so it stays valid in JSON. Returns -1. */
 static int vfail(enum job_error_type *type_out, char *buf, size_t size, enum job_error_type type, const char *fmt,
+                 va_list ap) __attribute__((format(printf, 5, 0)));
+static int vfail(enum job_error_type *type_out, char *buf, size_t size, enum job_error_type type, const char *fmt,
                  va_list ap)
 {
     int n = vsnprintf(buf, size, fmt, ap);

@@ -51,6 +51,34 @@ else
   echo "  $bin is missing"; failed=$((failed + 1))
 fi
 
+# The dashboard in a real browser (tests/browser: chromium + playwright-core,
+# which it installs with npm ci the first time). Release only: it tests the
+# page, not the server's memory or threads.
+if [ "$variant" = release ]; then
+  echo "== browser tests"
+  out=$(JOBD_BIN="$bin" node tests/browser/run.js 2>&1 </dev/null); rc=$?
+  printf '%s\n' "$out" >>"$log"
+  last=$(grep -E '^[0-9]+ passed, [0-9]+ failed' <<<"$out" | tail -1)
+  awk '/^not ok/ {p = 1; print; next} /^    / {if (p) print; next} {p = 0}' <<<"$out" | head -60
+  echo "  tests/browser/run.js: ${last:-no summary (exit $rc)} (screenshots in build/screenshots)"
+  if [ -z "$last" ]; then failed=$((failed + 1)); printf '%s\n' "$out" | tail -30; else add_counts "$last"; fi
+  if [ $rc -ne 0 ] && [ -n "$last" ] && ! grep -qE ' [1-9][0-9]* failed' <<<"$last"; then failed=$((failed + 1)); fi
+fi
+
+# The fuzz targets' corpus and regression inputs, replayed once each through
+# the targets built for this variant (tests/fuzz, `make fuzz-regress`; no clang).
+echo "== fuzz regressions ($variant)"
+if [ -d "$bindir/replay" ]; then
+  out=$(tests/fuzz/run.sh replay "$bindir" 2>&1 </dev/null); rc=$?
+  printf '%s\n' "$out" >>"$log"
+  last=$(grep -E '^[0-9]+ passed, [0-9]+ failed' <<<"$out" | tail -1)
+  grep -E '^  ' <<<"$out" | head -40
+  if [ -z "$last" ]; then failed=$((failed + 1)); printf '%s\n' "$out" | tail -30; else add_counts "$last"; fi
+  if [ $rc -ne 0 ] && [ -n "$last" ] && ! grep -qE ' [1-9][0-9]* failed' <<<"$last"; then failed=$((failed + 1)); fi
+else
+  echo "  $bindir/replay is missing (make VARIANT=$variant unit builds it)"; failed=$((failed + 1))
+fi
+
 # The container image (tests/container, `make test-container`): in CI, or where
 # podman is already set up (the first build on a machine takes minutes).
 if [ "$variant" = release ]; then

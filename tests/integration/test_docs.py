@@ -479,7 +479,7 @@ def concrete(path):
 
 # A valid value for each query parameter the document lists.
 QUERY_VALUES = {"wait": "0", "status": "succeeded,failed", "task": "noop", "executor": "thread", "batch": SOME_ID,
-                "limit": "2", "cursor": SOME_ID, "job": SOME_ID, "last_event_id": "0", "timeout": "0"}
+                "limit": "2", "cursor": SOME_ID, "job": SOME_ID, "last_event_id": "0", "timeout": "0", "q": "noop"}
 # Streams that would never end without them (GET /v1/events: ?timeout=0 ends it once caught up).
 STREAM_END = {"/v1/events": {"timeout": "0"}}
 
@@ -519,7 +519,7 @@ def test_undocumented_methods_answer_405_with_allow(plain, doc):
 
 
 def test_undocumented_paths_answer_404(plain, doc):
-    for path in ["/", "/v1", "/v1/", "/v2/jobs", "/v1/jobs/", f"/v1/jobs/{SOME_ID}/bogus", "/v1/job",
+    for path in ["/index.html", "/v1", "/v1/", "/v2/jobs", "/v1/jobs/", f"/v1/jobs/{SOME_ID}/bogus", "/v1/job",
                  "/v1/tasks/sleep", "/healthz/", "/metrics/x", "/v1/openapi.yaml"]:
         assert match_path(doc, path) is None, f"{path} is documented: pick another undocumented path"
         for method in ("GET", "POST"):
@@ -610,6 +610,12 @@ def specific_probes(lab, op_id):
         "getHealthz": {"200": lambda: (p, "GET", "/healthz", {})},
         "getReadyz": {"200": lambda: (p, "GET", "/readyz", {})},
         "getOpenapi": {"200": lambda: (p, "GET", "/v1/openapi.json", {})},
+        # The dashboard's files: 200, then 304 for the ETag the 200 gave.
+        **{op: {"200": lambda path=path: (p, "GET", path, {}),
+                "304": lambda path=path: (p, "GET", path,
+                                          {"headers": {"If-None-Match": http(p, "GET", path).headers["ETag"]}})}
+           for op, path in (("getDashboard", "/"), ("getDashboardScript", "/app.js"),
+                            ("getDashboardStyles", "/app.css"))},
         "getMetrics": {"200": lambda: (p, "GET", "/metrics", {})},
         "listTasks": {"200": lambda: (p, "GET", "/v1/tasks", {})},
         "listExecutors": {"200": lambda: (p, "GET", "/v1/executors", {})},

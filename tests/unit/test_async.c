@@ -362,6 +362,42 @@ static void test_cancel_running_sleep_ends_it_at_once(void)
     log_fini(&lg);
 }
 
+static void test_workers_list_running_jobs_up_to_a_hundred(void)
+{
+    struct log lg;
+    log_init_(&lg);
+    struct executor *ex = make_exec("aw", 200, &lg);
+    static struct exec_worker w[200];
+    CHECK_EQ_INT(exec_workers(ex, w, 200), 0); /* nothing runs: no entry */
+    char a[ID_LEN + 1], b[ID_LEN + 1];
+    CHECK_EQ_INT(submit(ex, make_job("sleep", "{\"seconds\":30}"), a), 0);
+    CHECK_EQ_INT(submit(ex, make_job("sleep", "{\"seconds\":30}"), b), 0);
+    WAIT_STARTED(&lg, 2, 5000);
+    CHECK_EQ_INT(exec_workers(ex, w, 200), 2);
+    int ka = strcmp(w[0].job_id, a) == 0 ? 0 : 1; /* the index's order, not the age */
+    CHECK_EQ_STR(w[ka].job_id, a);
+    CHECK_EQ_STR(w[1 - ka].job_id, b);
+    for (int i = 0; i < 2; i++) {
+        CHECK_EQ_INT(w[i].slot, i);
+        CHECK_EQ_INT(w[i].pid, getpid());
+        CHECK_EQ_STR(w[i].thread, "aw-0");
+        CHECK_EQ_STR(w[i].task, "sleep");
+        int r = strcmp(lg.started[0].id, w[i].job_id) == 0 ? 0 : 1; /* its started hook's record */
+        CHECK_EQ_STR(lg.started[r].id, w[i].job_id);
+        CHECK_EQ_INT(w[i].started_at_ms, lg.started[r].started_ms);
+    }
+    CHECK_EQ_INT(exec_cancel(ex, a), 0);
+    WAIT_DONE(&lg, 1, 5000);
+    CHECK_EQ_INT(exec_workers(ex, w, 200), 1);
+    CHECK_EQ_STR(w[0].job_id, b);
+    for (int i = 0; i < 119; i++) CHECK_EQ_INT(submit(ex, make_job("sleep", "{\"seconds\":30}"), NULL), 0);
+    WAIT_STARTED(&lg, 121, 5000);
+    CHECK_EQ_INT(exec_workers(ex, w, 200), EXEC_ASYNC_WORKERS_MAX);
+    CHECK_EQ_INT(exec_workers(ex, w, 7), 7);
+    exec_free(ex); /* drains with no grace: every sleep is stopped */
+    log_fini(&lg);
+}
+
 static void test_cancel_queued_and_unknown(void)
 {
     struct log lg;
@@ -698,6 +734,7 @@ int main(void)
     RUN(test_timeout_of_a_task_without_stop_lets_it_finish);
     RUN(test_progress_is_throttled_to_100_ms);
     RUN(test_cancel_running_sleep_ends_it_at_once);
+    RUN(test_workers_list_running_jobs_up_to_a_hundred);
     RUN(test_cancel_queued_and_unknown);
     RUN(test_priority_then_age_orders_the_queue);
     RUN(test_two_thousand_sleeps_share_one_thread);

@@ -239,6 +239,43 @@ static void test_stats_busy_queued_size(void)
     log_fini(&lg);
 }
 
+static void test_workers_show_each_thread_and_its_job(void)
+{
+    struct log lg;
+    log_init_(&lg);
+    struct executor *ex = make_exec("wk", 2, &lg);
+    struct exec_worker w[3];
+    CHECK_EQ_INT(exec_workers(ex, w, 3), 2);
+    for (int i = 0; i < 2; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "wk-%d", i);
+        CHECK_EQ_INT(w[i].slot, i);
+        CHECK_EQ_INT(w[i].pid, getpid());
+        CHECK_EQ_STR(w[i].thread, name);
+        CHECK_EQ_STR(w[i].job_id, "");
+        CHECK_EQ_INT(w[i].started_at_ms, 0);
+    }
+    char id[ID_LEN + 1];
+    CHECK_EQ_INT(submit(ex, make_job("sleep", "{\"seconds\":30}"), id), 0);
+    WAIT_STARTED(&lg, 1, 5000);
+    CHECK_EQ_INT(exec_workers(ex, w, 2), 2);
+    int k = strcmp(w[0].job_id, id) == 0 ? 0 : 1; /* either thread may take it */
+    CHECK_EQ_STR(w[k].job_id, id);
+    CHECK_EQ_STR(w[k].task, "sleep");
+    CHECK_EQ_STR(w[k].thread, lg.started[0].thread);
+    CHECK_EQ_INT(w[k].started_at_ms, lg.started[0].started_ms);
+    CHECK_EQ_STR(w[1 - k].job_id, "");
+    CHECK_EQ_STR(w[1 - k].task, "");
+    CHECK_EQ_INT(exec_workers(ex, w, 1), 1); /* max bounds it */
+    CHECK_EQ_INT(exec_workers(ex, w, 0), 0);
+    CHECK_EQ_INT(exec_cancel(ex, id), 0);
+    WAIT_DONE(&lg, 1, 5000);
+    CHECK_EQ_INT(exec_workers(ex, w, 2), 2);
+    CHECK(w[0].job_id[0] == '\0' && w[1].job_id[0] == '\0');
+    exec_free(ex);
+    log_fini(&lg);
+}
+
 static void test_drain_returns_queued_stops_running_refuses_submits(void)
 {
     struct log lg;
@@ -388,6 +425,7 @@ int main(void)
     RUN(test_timeout_stops_a_sleep);
     RUN(test_cancel_queued_running_and_unknown);
     RUN(test_stats_busy_queued_size);
+    RUN(test_workers_show_each_thread_and_its_job);
     RUN(test_drain_returns_queued_stops_running_refuses_submits);
     RUN(test_drain_lets_a_short_job_finish_within_grace);
     RUN(test_drain_returns_only_after_done_of_running_job);

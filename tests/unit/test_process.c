@@ -515,6 +515,38 @@ static void test_stats_busy_queued_size(void)
     log_fini(&lg);
 }
 
+static void test_workers_show_each_process_and_its_job(void)
+{
+    struct log lg;
+    log_init_(&lg);
+    struct executor *ex = make_exec("pw", 2, &lg);
+    struct exec_worker w[2];
+    char id[ID_LEN + 1];
+    CHECK_EQ_INT(submit(ex, make_job("sleep", "{\"seconds\":30}"), id), 0);
+    WAIT_STARTED(&lg, 1, 10000);
+    CHECK_EQ_INT(exec_workers(ex, w, 2), 2);
+    int k = strcmp(w[0].job_id, id) == 0 ? 0 : 1;
+    CHECK_EQ_STR(w[k].job_id, id);
+    CHECK_EQ_STR(w[k].task, "sleep");
+    CHECK_EQ_INT(w[k].pid, lg.started[0].pid);
+    CHECK_EQ_STR(w[k].thread, lg.started[0].thread);
+    CHECK_EQ_INT(w[k].slot, k);
+    CHECK_EQ_INT(w[k].started_at_ms, lg.started[0].started_ms);
+    CHECK(w[1 - k].pid > 0 && w[1 - k].pid != w[k].pid && w[1 - k].pid != getpid());
+    CHECK_EQ_STR(w[1 - k].job_id, "");
+    CHECK_EQ_INT(w[1 - k].started_at_ms, 0);
+    /* its worker dies: the slot is idle, its pid 0 or the replacement's */
+    int old = w[k].pid;
+    CHECK_EQ_INT(kill(old, SIGKILL), 0);
+    WAIT_DONE(&lg, 1, 5000);
+    CHECK_EQ_INT(exec_workers(ex, w, 2), 2);
+    CHECK(w[k].pid != old);
+    CHECK_EQ_STR(w[k].job_id, "");
+    exec_free(ex);
+    CHECK(no_children());
+    log_fini(&lg);
+}
+
 static void test_drain_returns_queued_stops_running_refuses_submits(void)
 {
     struct log lg;
@@ -1173,6 +1205,7 @@ int main(void)
     RUN(test_cancel_queued_running_and_unknown);
     RUN(test_priority_then_age_orders_the_queue_on_one_worker);
     RUN(test_stats_busy_queued_size);
+    RUN(test_workers_show_each_process_and_its_job);
     RUN(test_drain_returns_queued_stops_running_refuses_submits);
     RUN(test_drain_lets_a_short_job_finish_within_grace);
     RUN(test_free_leaves_no_child_process);
