@@ -405,7 +405,10 @@ static void pump(struct async_exec *ae)
     int started = 0;
 
     for (;;) {
+        /* spare_fill returns every spare (up to SPARE_MAX once jobs have
+         * ended): at most `want` of them fit in batch[]. */
         int have = spare_fill(ae, want), n = 0;
+        if (have > want) have = want;
         bool starved = false;
         int64_t now_ms = clock_wall_ms();
         pthread_mutex_lock(&ae->lock);

@@ -450,7 +450,11 @@ static void slot_read(struct proc_exec *pe, struct slot *s, int max_rounds)
             int rc = exec_wire_decode(s->in.data + s->in.off, s->in.len - s->in.off, &m, &frame);
             if (rc < 0) {
                 protocol_error(pe, s, rc == -EMSGSIZE ? "a message too large" : "a garbled message");
-                continue;
+                /* Drop the rest here rather than rely on slot_kill having set
+                 * s->kill: it does nothing for a worker already reaped (pid
+                 * <= 0), and decoding the same bytes again would spin. */
+                s->in.off = s->in.len = 0;
+                break;
             }
             if (rc == 0) {
                 if (exec_wire_buf_reserve(&s->in, frame - (s->in.len - s->in.off)) < 0)

@@ -548,6 +548,31 @@ static void test_ten_thousand_noops_on_a_small_executor_each_done_once(void)
     log_fini(&lg);
 }
 
+/* Regression: once ended jobs had left more spare records than a pump batch
+ * (64), a burst of queued jobs on a large executor was popped into the
+ * 64-entry batch array past its end (UBSan: index 64 out of bounds). Two
+ * bursts of 500 on size 1000: the second finds ~500 spares. */
+static void test_burst_after_many_spares_pops_at_most_a_batch(void)
+{
+    enum { N = 500 };
+    struct log lg;
+    log_init_(&lg);
+    struct job **jobs = log_bulk(&lg, 2 * N, "noop", "{}");
+    struct executor *ex = make_exec("async", 1000, &lg);
+    int refused = 0;
+    for (int i = 0; i < N; i++) refused += submit(ex, jobs[i], NULL) != 0;
+    WAIT_DONE(&lg, N, 20000);
+    for (int i = N; i < 2 * N; i++) refused += submit(ex, jobs[i], NULL) != 0;
+    CHECK_EQ_INT(refused, 0);
+    WAIT_DONE(&lg, 2 * N, 20000);
+    exec_free(ex);
+    CHECK_EQ_INT(log_bulk_once(&lg), 2 * N);
+    CHECK_EQ_INT(lg.bulk_not_ok, 0);
+    free(jobs);
+    log_bulk_fini(&lg);
+    log_fini(&lg);
+}
+
 struct canceller {
     struct executor *ex;
     struct log *lg;
@@ -741,6 +766,7 @@ int main(void)
     RUN(test_ten_thousand_sleeps_of_one_second_makespan);
     RUN(test_ten_thousand_noops_on_a_small_executor_each_done_once);
     RUN(test_cancels_racing_with_ends_report_each_job_once);
+    RUN(test_burst_after_many_spares_pops_at_most_a_batch);
     RUN(test_drain_returns_queued_stops_running_refuses_submits);
     RUN(test_drain_lets_a_short_job_finish_within_grace);
     RUN(test_drain_returns_only_after_done_of_running_job);
