@@ -135,17 +135,29 @@ out:
     return go;
 }
 
-/* Gives back the concurrency slot live job `id` holds (if any) and hands the
- * held jobs that may now go to their executors. */
-static void release_slot(struct core *c, const char *id)
+/* Takes the concurrency slot live job `id` holds (NULL: none) off its live
+ * entry, to be given back with release_ckey() once the job's update is
+ * queued. Lock held. */
+static struct ckey *take_slot_locked(struct core *c, const char *id)
+{
+    struct live *l = live_get_locked(c, id);
+    struct ckey *ck = l && l->state != LIVE_HELD ? l->ckey : NULL;
+    if (ck) l->ckey = NULL;
+    return ck;
+}
+
+/* Gives back a slot of ck (taken with take_slot_locked; NULL: nothing) and
+ * hands the held jobs that may now go to their executors. The caller queues
+ * the job's own update first: the store commits in queue order, so the
+ * database never shows the next job running before this one's end. A slot
+ * keeps its key alive (running > 0), so ck is valid until this call. */
+static void release_ckey(struct core *c, struct ckey *ck)
 {
     struct job *go[16];
     int go_idx[16], n = 0;
+    if (!ck) return;
     pthread_mutex_lock(&c->lock);
-    struct live *l = live_get_locked(c, id);
-    struct ckey *ck = l && l->state != LIVE_HELD ? l->ckey : NULL;
-    if (ck) {
-        l->ckey = NULL;
+    {
         ck->running--;
         struct tnode *t;
         while (n < 16 && (t = theap_peek(&ck->held))) {
@@ -170,6 +182,8 @@ static void schedule_job(struct core *c, struct job *job, int exec_idx)
 {
     pthread_mutex_lock(&c->lock);
     struct live *l = live_get_locked(c, job->id);
+    /* The key must be set before the push: theap_push sifts by it. */
+    if (l) l->t.key = job->scheduled_at_ms;
     if (!l || theap_push(&c->sched, &l->t) < 0) {
         pthread_mutex_unlock(&c->lock);
         LOG_ERROR("job %s: cannot schedule (out of memory); it stays scheduled in the database", job->id);
@@ -179,7 +193,6 @@ static void schedule_job(struct core *c, struct job *job, int exec_idx)
     l->state = LIVE_SCHEDULED;
     l->exec_idx = exec_idx;
     l->job = job;
-    l->t.key = job->scheduled_at_ms;
     if (l->cancel_requested) {
         /* Cancelled while on its way here (see core_job_cancel). */
         theap_del(&c->sched, &l->t);
@@ -212,7 +225,10 @@ static void dispatch_now(struct core *c, struct job *job, int exec_idx)
         /* Draining: the job stays queued in the database for the next start. */
         job_free(job);
         atomic_fetch_sub(&ce->held, 1);
-        release_slot(c, id);
+        pthread_mutex_lock(&c->lock);
+        struct ckey *ck = take_slot_locked(c, id);
+        pthread_mutex_unlock(&c->lock);
+        release_ckey(c, ck);
         live_remove(c, id);
         return;
     }
@@ -550,6 +566,7 @@ void core__hook_done(void *ctx, struct job *job, enum exec_outcome outcome)
 
     bool retry = false;
     pthread_mutex_lock(&c->lock);
+    struct ckey *ck = take_slot_locked(c, job->id); /* given back below, after this job's update */
     struct live *l = live_get_locked(c, job->id);
     if (l) {
         was = l->state;
@@ -561,10 +578,10 @@ void core__hook_done(void *ctx, struct job *job, enum exec_outcome outcome)
     pthread_mutex_unlock(&c->lock);
     int from = was == LIVE_RUNNING ? JOB_RUNNING : JOB_QUEUED;
     if (was != LIVE_RUNNING && ce) atomic_fetch_sub(&ce->held, 1); /* never started: release its slot */
-    if (job->concurrency_key) release_slot(c, job->id);
 
     if (outcome == EXEC_DRAINED) {
         /* Never started, shutting down: it stays queued in the database. */
+        release_ckey(c, ck);
         live_remove(c, job->id);
         job_free(job);
         return;
@@ -580,6 +597,7 @@ void core__hook_done(void *ctx, struct job *job, enum exec_outcome outcome)
         job->error_type = JOB_ERR_NONE;
         job_set_str(&job->error_message, NULL);
         core__store_update(c, job, from, true, NULL, NULL);
+        release_ckey(c, ck);
         return;
     }
     if (!job->finished_at_ms) job->finished_at_ms = clock_wall_ms();
@@ -612,6 +630,7 @@ void core__hook_done(void *ctx, struct job *job, enum exec_outcome outcome)
             if (ce) atomic_fetch_add(&ce->held, 1); /* retries are never refused */
             struct job *copy = job_dup(job);
             if (copy) core__store_update(c, copy, from, false, NULL, NULL);
+            release_ckey(c, ck);
             schedule_job(c, job, idx >= 0 ? idx : 0);
             return;
         }
@@ -620,6 +639,7 @@ void core__hook_done(void *ctx, struct job *job, enum exec_outcome outcome)
     core_stats_finished(&c->stats, job);
     core_metrics_finished(c, idx, job);
     core__store_update(c, job, from, true, NULL, NULL);
+    release_ckey(c, ck);
 }
 
 /* --- cancel, retry, delete --- */

@@ -165,6 +165,41 @@ static void test_concurrency_key_never_exceeds_its_limit(void)
     env_close(&e);
 }
 
+/* Regression: a job's slot was given back before its end was queued, so the
+ * next job of the key could commit "running" first and the database showed
+ * two jobs of a limit-1 key running at once. Replays the committed events in
+ * order and counts running jobs of the key: never more than one. */
+static void test_key_slot_is_given_back_after_the_end_is_queued(void)
+{
+    struct env e;
+    env_open(&e, k_exec, 2);
+    enum { N = 200 };
+    uint64_t from = core_events_latest(e.c);
+    char ids[N][ID_LEN + 1];
+    for (int i = 0; i < N; i++) {
+        char spec[160];
+        snprintf(spec, sizeof spec, "{\"task\":\"noop\",\"executor\":\"%s\",\"concurrency_key\":\"one\"}",
+                 i % 2 ? "io" : "w");
+        submit_acked(&e, spec, ids[i]);
+    }
+    for (int i = 0; i < N; i++) expect_end(&e, ids[i], JOB_SUCCEEDED);
+    store_sync(e.st); /* every commit's callbacks, the event feed included, have run */
+    struct core_sub *sub = NULL;
+    CHECK_EQ_INT(core_events_subscribe(e.c, from, NULL, NULL, &sub), 0);
+    int running = 0, max_running = 0, ends = 0;
+    struct core_event ev;
+    while (core_events_next(sub, &ev, 0, NULL, NULL) == 1) {
+        if (strstr(ev.data, "\"status\":\"running\"")) running++;
+        if (strstr(ev.data, "\"status\":\"succeeded\"")) running--, ends++;
+        if (running > max_running) max_running = running;
+        free(ev.data);
+    }
+    core_events_unsubscribe(sub);
+    CHECK_EQ_INT(ends, N);
+    CHECK_EQ_INT(max_running, 1);
+    env_close(&e);
+}
+
 static void test_batch_commits_all_and_index_dependencies_run_in_order(void)
 {
     struct env e;
@@ -221,6 +256,7 @@ int main(void)
     RUN(test_dependencies_chain_and_failure_travels_down);
     RUN(test_concurrency_key_never_exceeds_its_limit);
     RUN(test_batch_commits_all_and_index_dependencies_run_in_order);
+    RUN(test_key_slot_is_given_back_after_the_end_is_queued);
     task_registry_free(g_reg);
     pthread_cond_destroy(&g_cv);
     return harness_finish();
