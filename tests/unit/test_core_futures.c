@@ -200,6 +200,33 @@ static void test_key_slot_is_given_back_after_the_end_is_queued(void)
     env_close(&e);
 }
 
+/* Regression: schedule_job set a job's due time after pushing it on the
+ * timer heap, which sifts by it, so later pushes could sit above earlier
+ * due times and a job ran late, after one due after it. */
+static void test_scheduled_jobs_start_in_due_order(void)
+{
+    static const struct core_executor_config one[] = {
+        {.name = "one", .kind = TASK_KIND_THREAD, .size = 1, .max_queued = 100},
+    };
+    struct env e;
+    env_open(&e, one, 1);
+    char a[ID_LEN + 1], b[ID_LEN + 1], c[ID_LEN + 1];
+    submit_acked(&e, "{\"task\":\"noop\",\"delay\":0.6}", a);
+    submit_acked(&e, "{\"task\":\"noop\",\"delay\":0.2}", b);
+    submit_acked(&e, "{\"task\":\"noop\",\"delay\":0.4}", c);
+    struct job *ja = wait_end(&e, a, 5000), *jb = wait_end(&e, b, 5000), *jc = wait_end(&e, c, 5000);
+    CHECK(ja && jb && jc);
+    if (ja && jb && jc) {
+        CHECK(jb->started_at_ms < jc->started_at_ms);
+        CHECK(jc->started_at_ms < ja->started_at_ms);
+        CHECK(jb->started_at_ms >= jb->scheduled_at_ms);
+    }
+    job_free(ja);
+    job_free(jb);
+    job_free(jc);
+    env_close(&e);
+}
+
 static void test_batch_commits_all_and_index_dependencies_run_in_order(void)
 {
     struct env e;
@@ -257,6 +284,7 @@ int main(void)
     RUN(test_concurrency_key_never_exceeds_its_limit);
     RUN(test_batch_commits_all_and_index_dependencies_run_in_order);
     RUN(test_key_slot_is_given_back_after_the_end_is_queued);
+    RUN(test_scheduled_jobs_start_in_due_order);
     task_registry_free(g_reg);
     pthread_cond_destroy(&g_cv);
     return harness_finish();
