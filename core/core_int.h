@@ -226,6 +226,11 @@ enum live_state core__live_state_of(const struct job *job);
 /* Sets a committed, live pending job (moved in) on its way: its
  * dependencies, the timer heap or its executor. */
 void core__start_pending(struct core *c, struct job *job, int exec_idx);
+/* Puts a scheduled job (moved in) on the timer heap. */
+void core__schedule_job(struct core *c, struct job *job, int exec_idx);
+/* core/deps.c. Job `id` ended with `status` (committed; writer thread): its
+ * dependents go on or are cancelled. */
+void core__deps_fire(struct core *c, const char *id, enum job_status status);
 /* Starts the wait of a live job (moved in) on its dependencies. */
 void core__deps_register(struct core *c, struct job *job, int exec_idx);
 /* Hands a queued job (moved in) to its executor, gated by its concurrency key. */
