@@ -11,13 +11,25 @@
 #   (c) end-to-end noop jobs/s: 50,000 submits on 64 connections, then
 #       /v1/stats polled until every job is finished; first submit to last end
 #   (d) submit-and-wait latency: 2,000 sequential POST /v1/jobs?wait=5
+#   (j) the storage limit: build/bench/sqlite_limit (bench/sqlite_limit.c), raw
+#       SQLite with jobd's schema and pragmas on the same disk: insert + 2
+#       updates per job in transactions of 1000 jobs, without and with the
+#       event row jobd writes per state change
+#   (k) end-to-end noop through POST /v1/batches: 200,000 jobs as batches of
+#       100 on 64 connections, until /v1/stats shows all finished
+#   (l) RSS (VmRSS) of a freshly started server, default configuration
+#   (m) RSS with 1,000,000 jobs pending: submitted as batches of 1000 with
+#       delay 3600, so they stay `scheduled` and none runs; then (n) SIGTERM
+#       and a restart on the same database, timed until /readyz answers 200.
+#       (m) and (n) run BENCH_BIG_RUNS times (default 1: ~1 min each).
 # Prints a table (median, min-max, ratio) and writes every raw run to
 # build/bench.json. Talks to 127.0.0.1 only. Exit status 1 when a figure could
 # not be measured (the table still shows what was).
 #
 # Environment: JOBD (server binary, default build/jobd), BENCH_RUNS (3),
 # BENCH_SECONDS (3), BENCH_E2E_JOBS (50000), BENCH_WAIT_REQUESTS (2000),
-# BENCH_LOG_LEVEL (info), PYTHON (python3).
+# BENCH_LOG_LEVEL (info), PYTHON (python3), BENCH_SQLITE_JOBS (200000),
+# BENCH_BATCH_JOBS (200000), BENCH_BIG_JOBS (1000000), BENCH_BIG_RUNS (1).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -30,6 +42,11 @@ E2E_JOBS=${BENCH_E2E_JOBS:-50000}
 WAIT_REQS=${BENCH_WAIT_REQUESTS:-2000}
 ASYNC_JOBS=${BENCH_ASYNC_JOBS:-10000}
 CRUNCH_ITER=${BENCH_CRUNCH_ITERATIONS:-300000000}
+SQLITE_JOBS=${BENCH_SQLITE_JOBS:-200000}
+BATCH_JOBS=${BENCH_BATCH_JOBS:-200000}
+BIG_JOBS=${BENCH_BIG_JOBS:-1000000}
+BIG_RUNS=${BENCH_BIG_RUNS:-1}
+SQLITE_LIMIT=build/bench/sqlite_limit
 PY=${PYTHON:-$( [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3 )}
 # jobd prints its "listening on http://127.0.0.1:PORT" line at level info, so
 # warn would hide the port. Info costs nothing per request (request lines are
@@ -96,17 +113,20 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# start_server [jobd options...]: a fresh server on a fresh database; sets PORT.
+# start_server [jobd options...]: a fresh server on a fresh database; sets
+# PORT, and SERVER_DIR (the database's directory). With REUSE_DIR set, the
+# server opens the database in that directory instead.
 start_server() {
     local dir i
     NSERVER=$((NSERVER + 1))
-    dir=$TMP/s$NSERVER
+    dir=${REUSE_DIR:-$TMP/s$NSERVER}
+    SERVER_DIR=$dir
     mkdir -p "$dir"
-    SERVER_LOG=$dir/jobd.log
+    SERVER_LOG=$dir/jobd$NSERVER.log
     "$JOBD" --listen 127.0.0.1:0 --db "$dir/jobd.db" --log-level "$LOG_LEVEL" "$@" 2>"$SERVER_LOG" &
     SERVER_PID=$!
     PORT=
-    for ((i = 0; i < 200; i++)); do
+    for ((i = 0; i < 1200; i++)); do # a restart on a big database takes seconds
         PORT=$(grep -o 'listening on http://127\.0\.0\.1:[0-9]*' "$SERVER_LOG" 2>/dev/null |
                head -n 1 | sed 's/.*://') || true
         [ -n "$PORT" ] && break
@@ -119,7 +139,7 @@ start_server() {
         sleep 0.05
     done
     if [ -z "$PORT" ]; then
-        log "jobd printed no 'listening on http://127.0.0.1:PORT' within 10 s; its log:"
+        log "jobd printed no 'listening on http://127.0.0.1:PORT' within 60 s; its log:"
         cat "$SERVER_LOG" >&2
         stop_server
         return 1
@@ -210,6 +230,7 @@ command -v curl >/dev/null || { log "needs curl (make deps-test)"; exit 1; }
 [ -x "$JOBD" ] || { log "$JOBD is missing: run 'make bench' (it builds it first)"; exit 1; }
 mkdir -p build/bench
 cc "${WARN[@]}" -O2 -pthread -o "$LOADGEN" bench/loadgen.c
+cc "${WARN[@]}" -O2 -o "$SQLITE_LIMIT" bench/sqlite_limit.c -lsqlite3
 : >"$RAW"
 BEGIN=$(date +%s)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -311,6 +332,79 @@ for ((r = 1; r <= RUNS; r++)); do
     stop_server
 done
 
+# --- (j) the storage limit -------------------------------------------------------
+for ((r = 1; r <= RUNS; r++)); do
+    log "(j) storage limit: raw SQLite, $SQLITE_JOBS jobs, run $r/$RUNS"
+    # in $TMP, where every server of this script keeps its database
+    record sqlite_limit "$r" "$("$SQLITE_LIMIT" --dir "$TMP" --jobs "$SQLITE_JOBS" || echo null)"
+    record sqlite_limit_events "$r" "$("$SQLITE_LIMIT" --dir "$TMP" --jobs "$SQLITE_JOBS" --events || echo null)"
+done
+
+# --- (k) end-to-end through batches of 100 ------------------------------------------
+BATCH100=$("$PY" -c 'import json; print(json.dumps({"jobs": [{"task": "noop"}] * 100}, separators=(",", ":")))')
+for ((r = 1; r <= RUNS; r++)); do
+    log "(k) end-to-end, $BATCH_JOBS noop jobs as POST /v1/batches of 100, run $r/$RUNS"
+    # the default --max-queued (100000) would refuse part of them; the body
+    # (~1.7 KB) is far below the default --max-body
+    start_server --max-queued $((BATCH_JOBS * 2))
+    rm -f "$TMP/accepted" "$TMP/accepted.tmp"
+    t0=$(date +%s%N)
+    wait_all_done "$BATCH_JOBS" "$t0" "$TMP/accepted" >"$TMP/done.json" &
+    POLLER_PID=$!
+    sub=$(lg --connections $CONNS --requests $((BATCH_JOBS / 100)) --method POST --path /v1/batches \
+        --body "$BATCH100" --timeout 60 || echo null)
+    accepted=$("$PY" -c 'import json,sys; d=json.loads(sys.argv[1]) or {}; print(100 * d.get("status",{}).get("202",0))' "$sub")
+    echo "$accepted" >"$TMP/accepted.tmp"
+    mv "$TMP/accepted.tmp" "$TMP/accepted"
+    wait "$POLLER_PID" || true
+    POLLER_PID=
+    done_json=$(cat "$TMP/done.json")
+    [ -n "$done_json" ] || done_json='{"ok": false, "error": "the /v1/stats poller failed"}'
+    if [ "$accepted" -eq 0 ]; then
+        done_json='{"ok": false, "error": "no batch was accepted"}'
+    fi
+    record e2e_batches "$r" "{\"jobs\": $BATCH_JOBS, \"accepted\": $accepted, \"submit\": $sub, \"done\": $done_json}"
+    stop_server
+done
+
+# --- (l) RSS idle, (m) RSS with a million pending, (n) restart ------------------------
+vmrss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$SERVER_PID/status"; }
+for ((r = 1; r <= RUNS; r++)); do
+    log "(l) RSS of an idle server, default configuration, run $r/$RUNS"
+    start_server
+    sleep 1 # let every thread and worker process settle
+    record rss_idle "$r" "{\"rss_kb\": $(vmrss_kb)}"
+    stop_server
+done
+BIG1000=$("$PY" -c 'import json; print(json.dumps({"jobs": [{"task": "noop", "delay": 3600}] * 1000}, separators=(",", ":")))')
+for ((r = 1; r <= BIG_RUNS; r++)); do
+    log "(m) RSS with $BIG_JOBS jobs scheduled (delay 3600: none runs), run $r/$BIG_RUNS"
+    start_server --executors one=thread:1 --max-queued $((BIG_JOBS * 2))
+    sub=$(lg --connections 4 --requests $((BIG_JOBS / 1000)) --method POST --path /v1/batches \
+        --body "$BIG1000" --timeout 60 || echo null)
+    stats=$(curl -sS --noproxy '*' -m 10 "http://127.0.0.1:$PORT/v1/stats" || echo null)
+    counts=$("$PY" -c 'import json,sys; print(json.dumps((json.loads(sys.argv[1]) or {}).get("counts")))' "$stats")
+    big_rss=$(vmrss_kb)
+    big_dir=$SERVER_DIR
+    log "(n) restart on the same database until /readyz answers 200, run $r/$BIG_RUNS"
+    stop_server
+    t0=$(date +%s%N)
+    REUSE_DIR=$big_dir start_server --executors one=thread:1 --max-queued $((BIG_JOBS * 2))
+    t_listen=$(date +%s%N)
+    ready=false
+    for ((i = 0; i < 12000; i++)); do # 10 ms steps, 120 s at most
+        code=$(curl -s --noproxy '*' -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/readyz" || true)
+        if [ "$code" = 200 ]; then ready=true; break; fi
+        sleep 0.01
+    done
+    t1=$(date +%s%N)
+    restart="{\"ready\": $ready, \"seconds\": $(( (t1 - t0) / 1000000 ))e-3,"
+    restart+=" \"listening_s\": $(( (t_listen - t0) / 1000000 ))e-3, \"rss_kb\": $(vmrss_kb)}"
+    record big "$r" "{\"jobs\": $BIG_JOBS, \"submit\": $sub, \"counts\": $counts, \"rss_kb\": $big_rss, \"restart\": $restart}"
+    stop_server
+    rm -rf "$big_dir" # ~300 MB
+done
+
 # --- report ----------------------------------------------------------------------
 "$PY" - "$RAW" "$OUT" "$CONNS" "$(( $(date +%s) - BEGIN ))" "$JOBD" "$LOAD_BEFORE" "$BUSY_BEFORE" <<'PY' || FAILED=1
 import json, os, platform, statistics, subprocess, sys, time
@@ -356,6 +450,14 @@ fig = {
     "crunch_thread_s": summ(vals("crunch_thread", lambda d: d["makespan_s"] if d["ok"] else None)),
     "e2e_process_jobs_per_s": summ(vals("e2e_process", e2e_rate)),
     "wait_p99_ms": summ(vals("wait", lambda d: d["p99_ms"] if d["status"].get("200") else None)),
+    "sqlite_limit_jobs_per_s": summ(vals("sqlite_limit", lambda d: d["jobs_per_s"])),
+    "sqlite_limit_events_jobs_per_s": summ(vals("sqlite_limit_events", lambda d: d["jobs_per_s"])),
+    "e2e_batches_jobs_per_s": summ(vals("e2e_batches", e2e_rate)),
+    "e2e_batches_submit_jobs_per_s": summ(vals("e2e_batches", lambda d: d["accepted"] / d["submit"]["seconds"])),
+    "rss_idle_mb": summ(vals("rss_idle", lambda d: d["rss_kb"] / 1024)),
+    "rss_big_mb": summ(vals("big", lambda d: d["rss_kb"] / 1024)),
+    "restart_big_s": summ(vals("big", lambda d: d["restart"]["seconds"] if d["restart"]["ready"] else None)),
+    "restart_big_rss_mb": summ(vals("big", lambda d: d["restart"]["rss_kb"] / 1024)),
 }
 
 # Sanity: every status as expected, no transport errors, connections reused.
@@ -427,6 +529,39 @@ sp = [t["makespan_s"] / p["makespan_s"] for p, t in zip(cp, ct) if p and t and p
 fig["crunch_speedup_process_vs_thread"] = summ(sp)
 row("  speed-up process/thread (same run)", summ(sp), 2)
 row("end-to-end noop jobs/s, process:2 executor", fig["e2e_process_jobs_per_s"], 0)
+sl, sle = fig["sqlite_limit_jobs_per_s"], fig["sqlite_limit_events_jobs_per_s"]
+row("storage limit: insert+2 updates per job, batches of 1000 (jobs/s)", sl, 0, "raw SQLite, same disk")
+row("  the same with an events row per change (jobs/s)", sle, 0,
+    ratio(sle, sl["median"] if sl else None, "without events"))
+eb = by.get("e2e_batches") or [None]
+row("end-to-end noop jobs/s, POST /v1/batches of 100 (%s jobs)" % (eb[0]["jobs"] if eb[0] else "?"),
+    fig["e2e_batches_jobs_per_s"], 0, ratio(fig["e2e_batches_jobs_per_s"], sle["median"] if sle else None,
+                                            "storage limit with events"))
+row("  its submit phase, jobs/s", fig["e2e_batches_submit_jobs_per_s"], 0)
+row("RSS idle, MiB (fresh server, default config)", fig["rss_idle_mb"], 1, "target <= 15")
+big = by.get("big") or [None]
+nbig = big[0]["jobs"] if big[0] else "?"
+row("RSS with %s jobs scheduled, MiB (%d run)" % (nbig, len(by.get("big", []))), fig["rss_big_mb"], 1,
+    "target <= 300")
+row("restart with %s pending until /readyz 200, s (%d run)" % (nbig, len(by.get("big", []))),
+    fig["restart_big_s"], 2, "target <= 3")
+row("  RSS after that restart, MiB", fig["restart_big_rss_mb"], 1)
+for i, d in enumerate(by.get("e2e_batches", []), 1):
+    if d.get("submit") and (set(d["submit"]["status"]) - {"202"} or any(d["submit"]["errors"].values())):
+        problems.append("e2e_batches run %d: submit statuses %s errors %s" % (i, d["submit"]["status"], d["submit"]["errors"]))
+    if not d["done"].get("ok"):
+        problems.append("e2e_batches run %d: %s (counts %s)" % (i, d["done"].get("error"), d["done"].get("counts")))
+    elif d["done"]["counts"].get("succeeded", 0) != d["accepted"]:
+        problems.append("e2e_batches run %d: %d accepted but counts are %s" % (i, d["accepted"], d["done"]["counts"]))
+for i, d in enumerate(by.get("big", []), 1):
+    if not d:
+        continue
+    sched = (d.get("counts") or {}).get("scheduled", 0)
+    if sched != d["jobs"]:
+        problems.append("big run %d: %d jobs submitted but %d scheduled (submit statuses %s)" % (
+            i, d["jobs"], sched, (d.get("submit") or {}).get("status")))
+    if not d["restart"]["ready"]:
+        problems.append("big run %d: /readyz never answered 200 after the restart" % i)
 fw = [d for d in by.get("futures_wait", []) if d and d.get("ok")]
 row("batch of 1000 sleep 0.05 (async), accepted in ms", summ([d["batch_s"] * 1000 for d in fw]), 1)
 row("POST /v1/wait ALL_COMPLETED on them, ms", summ([d["wait_running_s"] * 1000 for d in fw]), 1,
@@ -452,9 +587,9 @@ for f, label in (("submits_full", "keep-alive: connections opened (submits)"),
                             % (f, opened, want))
 
 print()
-print("%-42s %12s  %-24s %s" % ("figure", "median", "min–max", "ratio"))
+print("%-66s %12s  %-24s %s" % ("figure", "median", "min–max", "ratio"))
 for name, med, rng, r in rows:
-    print("%-42s %12s  %-24s %s" % (name, med, rng, r))
+    print("%-66s %12s  %-24s %s" % (name, med, rng, r))
 print()
 load_after = open("/proc/loadavg").read().split()[:3]
 print("(%d runs each on a fresh server and db; %s cores; %d s total; CPU %d%% busy just before)" % (

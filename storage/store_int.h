@@ -186,7 +186,7 @@ struct store_reader {
     sqlite3_stmt *get;
     sqlite3_stmt *get_by_idempotency;
     sqlite3_stmt *count;
-    sqlite3_stmt *scan;
+    sqlite3_stmt *scan[2];    /* store_scan_pending: scheduled, then queued jobs, each in id order */
     sqlite3_stmt *events;     /* store_events_read */
     sqlite3_stmt *batch_get;  /* store_batch_get, by id or idempotency key */
     sqlite3_stmt *batch_by_key;

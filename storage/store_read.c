@@ -28,7 +28,8 @@ static void reader_free(struct store_reader *r)
     sqlite3_finalize(r->get); /* finalize accepts NULL */
     sqlite3_finalize(r->get_by_idempotency);
     sqlite3_finalize(r->count);
-    sqlite3_finalize(r->scan);
+    sqlite3_finalize(r->scan[0]);
+    sqlite3_finalize(r->scan[1]);
     sqlite3_finalize(r->events);
     sqlite3_finalize(r->batch_get);
     sqlite3_finalize(r->batch_by_key);
@@ -60,8 +61,9 @@ static int reader_open(struct store *st, struct store_reader **out)
         goto out;
     if ((ret = store__prepare(r->db, "SELECT status, count(*) FROM jobs GROUP BY status", &r->count)))
         goto out;
-    if ((ret = store__prepare(r->db, SELECT_JOB "WHERE status IN ('scheduled', 'queued') ORDER BY id",
-                              &r->scan)))
+    if ((ret = store__prepare(r->db, SELECT_JOB "WHERE status = 'scheduled' ORDER BY id", &r->scan[0])))
+        goto out;
+    if ((ret = store__prepare(r->db, SELECT_JOB "WHERE status = 'queued' ORDER BY id", &r->scan[1])))
         goto out;
     if ((ret = store__prepare(r->db,
                               "SELECT e.seq, e.type, e.job_id, e.batch_id, e.status, e.attempt, e.at_ms, e.error_type, "
@@ -451,20 +453,52 @@ int store_count_by_status(struct store *st, int64_t counts[JOB_STATUS_COUNT])
     return ret;
 }
 
+/* Each statement walks the index jobs_status (status, id) in id order, and
+ * the two are merged by id: oldest first without a sort. (The single query
+ * "status IN ('scheduled', 'queued') ORDER BY id" copied every pending row's
+ * whole record into a temporary b-tree and sorted it, about a third of the
+ * start-up time with a million pending jobs.) Both statements read in one
+ * transaction, so they see one snapshot: the timer thread already runs and
+ * may move a job from scheduled to queued meanwhile, and the job must not be
+ * seen twice. */
 int store_scan_pending(struct store *st, store_job_cb cb, void *ctx)
 {
     struct store_reader *r = NULL;
-    int rc;
+    int rc[2] = {SQLITE_DONE, SQLITE_DONE};
     int ret = store__reader_get(st, &r);
     if (ret) return ret;
-    sqlite3_stmt *s = r->scan;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        struct job *job;
-        if ((ret = store__row_to_job(s, &job))) break;
-        cb(ctx, job);
+    int trc = sqlite3_exec(r->db, "BEGIN", NULL, NULL, NULL);
+    if (trc != SQLITE_OK) {
+        ret = store__read_errno(r, trc);
+        goto out;
     }
-    if (!ret && rc != SQLITE_DONE) ret = store__read_errno(r, rc);
-    sqlite3_reset(s); /* repeats the step's error, handled above */
+    rc[0] = sqlite3_step(r->scan[0]);
+    rc[1] = sqlite3_step(r->scan[1]);
+    for (;;) {
+        bool row0 = rc[0] == SQLITE_ROW, row1 = rc[1] == SQLITE_ROW;
+        if ((!row0 && rc[0] != SQLITE_DONE) || (!row1 && rc[1] != SQLITE_DONE) || (!row0 && !row1)) break;
+        int i = 0;
+        if (!row0) {
+            i = 1;
+        } else if (row1) {
+            const char *a = (const char *)sqlite3_column_text(r->scan[0], COL_ID);
+            const char *b = (const char *)sqlite3_column_text(r->scan[1], COL_ID);
+            i = strcmp(a ? a : "", b ? b : "") <= 0 ? 0 : 1;
+        }
+        struct job *job;
+        if ((ret = store__row_to_job(r->scan[i], &job))) break;
+        cb(ctx, job);
+        rc[i] = sqlite3_step(r->scan[i]);
+    }
+    for (int i = 0; i < 2 && !ret; i++)
+        if (rc[i] != SQLITE_ROW && rc[i] != SQLITE_DONE) ret = store__read_errno(r, rc[i]);
+    sqlite3_reset(r->scan[0]); /* repeat the steps' errors, handled above */
+    sqlite3_reset(r->scan[1]);
+    /* Ends a read-only transaction: nothing to lose, but a failure would
+     * leave the pooled connection inside it, so it is reported. */
+    trc = sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
+    if (trc != SQLITE_OK && !ret) ret = store__read_errno(r, trc);
+out:
     store__reader_put(st, r);
     return ret;
 }
