@@ -21,9 +21,12 @@
  * reporting (the server fixed the outcome when it decided to kill). The
  * task's own deadline is set WORKER_DEADLINE_SLACK_MS after the server's
  * timeout, as a backstop only. The worker exits 0 when the socket reaches EOF
- * (the server closed it, or died). It also asks for SIGKILL when
- * its parent thread dies (PR_SET_PDEATHSIG), and checks after asking that the
- * parent had not died before.
+ * (the server closed it, or died). If the server dies while a job runs, a
+ * watchdog thread (blocked on a pidfd of the server) kills the program the
+ * job started, if any - it runs in a process group of its own and would
+ * otherwise be orphaned and run on beside the job's retry - and ends the
+ * worker at once. Without pidfds (old kernels) the worker falls back to
+ * PR_SET_PDEATHSIG with SIGKILL, which orphans such a program.
  *
  * Resource limits are applied by the server with prlimit() right after the
  * spawn, before any job is sent, so the worker reads no environment for them.
@@ -39,8 +42,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -289,13 +294,50 @@ static int run_one(struct worker *w, struct job *job)
     return rc;
 }
 
+/* Blocks until the server (the parent) exits, then kills the program the
+ * current job runs (SIGKILL to its group) and ends the worker: nobody is left
+ * to take the result, and the job is retried or failed (worker_lost) at the
+ * server's next start. */
+static void *watchdog_main(void *arg)
+{
+    int pidfd = (int)(intptr_t)arg;
+    struct pollfd p = {.fd = pidfd, .events = POLLIN};
+    while (poll(&p, 1, -1) < 0 && errno == EINTR) {
+    }
+    int group = task_exec_running_group();
+    if (group > 0) killpg(group, SIGKILL);
+    _exit(0);
+    return NULL;
+}
+
+/* Starts the watchdog on a pidfd of `parent`. 0, or -1 when pidfds or the
+ * thread are unavailable (the caller falls back to PR_SET_PDEATHSIG). */
+static int watchdog_start(pid_t parent)
+{
+    int pidfd = (int)syscall(SYS_pidfd_open, parent, 0);
+    if (pidfd < 0) return -1;
+    (void)fcntl(pidfd, F_SETFD, FD_CLOEXEC); /* pidfd_open sets it already; belt and braces */
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &attr, watchdog_main, (void *)(intptr_t)pidfd);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        close(pidfd);
+        return -1;
+    }
+    return 0;
+}
+
 int exec_worker_main(int fd, const struct task_registry *tasks)
 {
     struct worker w = {.fd = fd, .tasks = tasks, .pid = (int)getpid()};
     int status = 0, rc = 0;
 
     pid_t parent = getppid();
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent) return 0; /* the server is gone */
+    if (watchdog_start(parent) < 0 && prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) return 0;
+    if (getppid() != parent) return 0; /* the server is gone */
     /* No SA_RESTART: a blocking call of the task or of ours returns EINTR. */
     struct sigaction sa = {.sa_handler = on_sigterm};
     sigemptyset(&sa.sa_mask);

@@ -64,6 +64,27 @@ static int lock_database(const char *db_path)
     return fd;
 }
 
+/* Why the database cannot be used, for the start-up message (exit status 2):
+ * the errno store_open or the recovery in core_open returned, in words an
+ * operator can act on. */
+static const char *db_error_text(int rc, char *buf, size_t len)
+{
+    switch (rc) {
+    case -EINVAL: return "not a jobd database, or made by a newer jobd";
+    case -EROFS:
+    case -EACCES:
+        snprintf(buf, len,
+                 "the file or its directory is not writable (%s); jobd writes the file and creates -wal, -shm "
+                 "and .lock files beside it",
+                 strerror(-rc));
+        return buf;
+    case -EIO:
+        return "the file is damaged (truncated or corrupted) or cannot be read; restore it from a backup";
+    case -ENOSPC: return "no space left on its file system";
+    default: return strerror(-rc);
+    }
+}
+
 /* Builds the task registry from the configuration: the built-ins (exec as
  * --allow-exec says), the config file's command tasks, then the plugins in
  * the order given. Both the server and each process-executor worker run this,
@@ -182,14 +203,16 @@ int main(int argc, char **argv)
             store = NULL;
         }
         if ((lock_fd = lock_database(cfg.db_path)) < 0) {
-            if (lock_fd == -2) fprintf(stderr, "jobd: --db: cannot create '%s.lock': %s\n", cfg.db_path, strerror(errno));
+            if (lock_fd == -2)
+                fprintf(stderr, "jobd: --db: cannot create '%s.lock': %s (the database's directory must be writable)\n",
+                        cfg.db_path, strerror(errno));
             status = 2;
             goto out;
         }
     }
     if ((rc = store_open(&so, &store)) < 0) {
         fprintf(stderr, "jobd: --db: cannot use database '%s': %s\n", cfg.db_path,
-                rc == -EINVAL ? "not a jobd database, or made by a newer jobd" : strerror(-rc));
+                db_error_text(rc, err, sizeof err));
         status = 2;
         goto out;
     }
@@ -212,7 +235,16 @@ int main(int argc, char **argv)
                               .retention_failed_ms = cfg.retention_failed_ms,
                               .prune_interval_ms = cfg.prune_interval_ms};
     if ((rc = core_open(&co, &core)) < 0) {
-        LOG_ERROR("cannot start the dispatcher: %s", strerror(-rc));
+        /* Recovery reads every pending job: a file whose header is sound but
+         * whose pages are damaged fails here, not in store_open. -EIO and
+         * -ENOSPC come only from the store, so they name the database. */
+        if (rc == -EIO || rc == -ENOSPC) {
+            fprintf(stderr, "jobd: --db: cannot use database '%s': %s\n", cfg.db_path,
+                    db_error_text(rc, err, sizeof err));
+            status = 2;
+        } else {
+            LOG_ERROR("cannot start the dispatcher: %s", strerror(-rc));
+        }
         goto out;
     }
     if ((rc = srv_start(&cfg, core, store, tasks, &srv)) < 0) {

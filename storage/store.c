@@ -362,6 +362,11 @@ static int open_writer(struct store *st)
     if ((ret = check_identity(st->wdb, st->path, &version))) {
         int sys = sqlite3_system_errno(st->wdb);
         if (ret == -EIO && (sys == EACCES || sys == EPERM)) ret = -EACCES;
+        /* A WAL database opens its -wal and -shm companions at the first
+         * read: in a read-only directory that is SQLITE_CANTOPEN, which the
+         * directory explains (-EACCES, -EROFS) better than "I/O error". */
+        else if (ret == -EIO && (sqlite3_errcode(st->wdb) & 0xff) == SQLITE_CANTOPEN)
+            ret = open_errno(st->wdb, SQLITE_CANTOPEN, st->path);
         goto out;
     }
     sqlite3_stmt *s = NULL;

@@ -44,6 +44,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -338,6 +339,16 @@ static bool exec_reap(pid_t pid, struct exec_end *e)
     return true;
 }
 
+/* The process group of the program task_exec_run is running (0: none).
+ * Written by the running job's thread, read by the worker's watchdog thread
+ * (executors/worker.c) when the server dies: an atomic. */
+static _Atomic int running_group;
+
+int task_exec_running_group(void)
+{
+    return atomic_load(&running_group);
+}
+
 int task_exec_run(struct task_ctx *ctx, const struct task_exec_spec *spec)
 {
     struct exec_end e;
@@ -359,6 +370,7 @@ int task_exec_run(struct task_ctx *ctx, const struct task_exec_spec *spec)
                        spec->argv[0], strerror(err));
         goto out;
     }
+    atomic_store(&running_group, (int)pid);
     /* A write to a stdin the program closed must fail with EPIPE, not kill
      * the worker: SIGPIPE is blocked here, and a pending one taken below. */
     sigemptyset(&pipe_set);
@@ -436,6 +448,7 @@ int task_exec_run(struct task_ctx *ctx, const struct task_exec_spec *spec)
     ctx->result = result;
     if (rc < 0) task_fail(ctx, type, "%s", msg);
 out:
+    atomic_store(&running_group, 0);
     for (int i = 0; i < 3; i++) close_fd(&fds[i]);
     close_fd(&pidfd);
     if (sigmask_set) {

@@ -157,4 +157,9 @@ size_t task_count(const struct task_registry *reg);
 /* Tasks in registration order; i < task_count(). */
 const struct task_def *task_at(const struct task_registry *reg, size_t i);
 
+/* For the process executor's worker: the process group of the program the
+ * exec or a command task is running in this process right now (0: none), so
+ * that the worker can kill it when the server dies. Any thread. */
+int task_exec_running_group(void);
+
 #endif
