@@ -566,6 +566,33 @@ static void test_api_err_from_errno_codes(void)
     CHECK_EQ_STR(err.message, "n 3");
 }
 
+/* clock_format_rfc3339 formats by hand: it must agree with gmtime_r +
+ * strftime everywhere in years 1970..9999 (and around the leap days). */
+static void test_rfc3339_by_hand_agrees_with_libc(void)
+{
+    uint64_t x = 88172645463325252ull;
+    int bad = 0;
+    for (int i = 0; i < 200000 && bad < 3; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        int64_t ms = (int64_t)(x % 253402300800000ull); /* up to 9999-12-31T23:59:59.999 */
+        if (i < 4) ms = (int64_t[]){0, 951782400000, 951868799999, 4107542400000}[i]; /* epoch, 2000-02-29.. */
+        char mine[CLOCK_RFC3339_LEN], ref[64], date[32];
+        clock_format_rfc3339(ms, mine);
+        time_t secs = (time_t)(ms / 1000);
+        struct tm tm;
+        gmtime_r(&secs, &tm);
+        strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(ref, sizeof ref, "%s.%03dZ", date, (int)(ms % 1000));
+        if (strcmp(mine, ref) != 0) {
+            fprintf(stderr, "    %lld: %s != %s\n", (long long)ms, mine, ref);
+            bad++;
+        }
+    }
+    CHECK_EQ_INT(bad, 0);
+}
+
 /* job_event_text and job_attempts_append write JSON by hand: whatever the
  * strings hold (quotes, backslashes, control characters, UTF-8), the result
  * parses, and says what the job says. */
@@ -631,6 +658,7 @@ int main(void)
     RUN(test_job_to_json_fresh_job_has_every_field_null_where_unknown);
     RUN(test_job_to_json_full_job);
     RUN(test_hand_written_event_and_attempts_json_parse);
+    RUN(test_rfc3339_by_hand_agrees_with_libc);
     RUN(test_job_status_names_round_trip);
     RUN(test_api_err_from_errno_codes);
     RUN(test_id_new_increasing_with_frozen_and_stepped_back_clock); /* last: leaves ids in 2100 */
