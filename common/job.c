@@ -111,8 +111,7 @@ int job_error_type_parse(const char *name, enum job_error_type *out)
     return -EINVAL;
 }
 
-/* Adds "name": time or null. */
-static void add_time(cJSON *o, const char *name, int64_t ms)
+void job_json_add_time(cJSON *o, const char *name, int64_t ms)
 {
     if (ms <= 0) {
         cJSON_AddNullToObject(o, name);
@@ -161,10 +160,10 @@ cJSON *job_to_json(const struct job *j)
         cJSON_AddNumberToObject(o, "timeout", (double)j->timeout_ms / 1000.0);
     else
         cJSON_AddNullToObject(o, "timeout");
-    add_time(o, "created_at", j->created_at_ms);
-    add_time(o, "scheduled_at", j->scheduled_at_ms);
-    add_time(o, "started_at", j->started_at_ms);
-    add_time(o, "finished_at", j->finished_at_ms);
+    job_json_add_time(o, "created_at", j->created_at_ms);
+    job_json_add_time(o, "scheduled_at", j->scheduled_at_ms);
+    job_json_add_time(o, "started_at", j->started_at_ms);
+    job_json_add_time(o, "finished_at", j->finished_at_ms);
     if (j->progress_fraction >= 0) {
         cJSON *p = cJSON_AddObjectToObject(o, "progress");
         cJSON_AddNumberToObject(p, "fraction", j->progress_fraction);

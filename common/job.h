@@ -94,6 +94,9 @@ int job_error_type_parse(const char *name, enum job_error_type *out);
  * (cJSON_Delete). Returns NULL when out of memory. */
 cJSON *job_to_json(const struct job *job);
 
+/* Adds "name": an RFC 3339 time, or null when ms <= 0 ("not yet"). */
+void job_json_add_time(cJSON *o, const char *name, int64_t ms);
+
 /* The job's state-change event (GET /v1/events, the durable event log):
  * compact JSON text {"id", "status", "task", "executor", "batch_id",
  * "attempt", "max_attempts", "created_at", "scheduled_at", "started_at",

@@ -11,17 +11,6 @@
 #include "../common/log.h"
 #include "core_int.h"
 
-static void add_time(cJSON *o, const char *name, int64_t ms)
-{
-    if (ms <= 0) {
-        cJSON_AddNullToObject(o, name);
-        return;
-    }
-    char buf[CLOCK_RFC3339_LEN];
-    clock_format_rfc3339(ms, buf);
-    cJSON_AddStringToObject(o, name, buf);
-}
-
 cJSON *core_batch_to_json(const struct store_batch *b)
 {
     cJSON *o = cJSON_CreateObject();
@@ -32,8 +21,8 @@ cJSON *core_batch_to_json(const struct store_batch *b)
     for (int i = 0; i < JOB_STATUS_COUNT; i++)
         cJSON_AddNumberToObject(counts, job_status_name((enum job_status)i), (double)b->counts[i]);
     cJSON_AddBoolToObject(o, "done", b->finished_at_ms > 0);
-    add_time(o, "created_at", b->created_at_ms);
-    add_time(o, "finished_at", b->finished_at_ms);
+    job_json_add_time(o, "created_at", b->created_at_ms);
+    job_json_add_time(o, "finished_at", b->finished_at_ms);
     if (b->callback_url) cJSON_AddStringToObject(o, "callback_url", b->callback_url);
     else cJSON_AddNullToObject(o, "callback_url");
     if (b->callback_status) cJSON_AddStringToObject(o, "callback_status", b->callback_status);
