@@ -84,6 +84,8 @@ int core__callback_sign(const char *secret, int64_t t, const char *body, char ou
 
 struct core_callbacks;
 
+#define CB_RECENT 256 /* settled deliveries remembered, more than can settle during one scan */
+
 /* One delivery in flight. */
 struct cb_slot {
     struct core_callbacks *cbs;
@@ -109,8 +111,17 @@ struct core_callbacks {
     CURLM *multi;
     pthread_t thread;
 
-    pthread_mutex_t lock; /* guards slots[].id, rescan, stop, hold_until_ms */
+    pthread_mutex_t lock; /* guards slots[].id, rescan, stop, hold_until_ms, settled, recent */
     struct cb_slot slots[CB_MAX_INFLIGHT];
+    /* Deliveries settled lately, numbered: a scan that read the table
+     * before a delivery's outcome committed, but looks at its slot after the
+     * slot was freed, would start it again (seen: one job called back twice).
+     * A scan skips the ids settled after it began (ids are never reused). */
+    uint64_t settled;
+    struct {
+        int64_t id;
+        uint64_t n; /* its `settled` number */
+    } recent[CB_RECENT];
     bool rescan;           /* something may be due: scan before the next poll */
     bool stop;             /* the thread should exit */
     int64_t hold_until_ms; /* wall ms: no scan before (after a store failure) */
@@ -178,6 +189,9 @@ static void slot_release(struct cb_slot *slot, bool store_failed)
 {
     struct core_callbacks *cbs = slot->cbs;
     pthread_mutex_lock(&cbs->lock);
+    cbs->settled++;
+    cbs->recent[cbs->settled % CB_RECENT].id = slot->id;
+    cbs->recent[cbs->settled % CB_RECENT].n = cbs->settled;
     slot->id = 0;
     cbs->rescan = true;
     if (store_failed) cbs->hold_until_ms = clock_wall_ms() + CB_STORE_RETRY_MS;
@@ -378,6 +392,9 @@ static void begin(struct core_callbacks *cbs, int slot, const struct store_deliv
 static int64_t scan(struct core_callbacks *cbs, int64_t now)
 {
     int64_t next = now + CB_IDLE_SCAN_MS;
+    pthread_mutex_lock(&cbs->lock);
+    uint64_t settled_before = cbs->settled;
+    pthread_mutex_unlock(&cbs->lock);
     int n = store_deliveries_next(cbs->c->store, cbs->scan, CB_SCAN_MAX);
     if (n < 0) {
         LOG_WARN("callbacks: cannot read pending deliveries (%s); trying again in %d ms", strerror(-n),
@@ -397,6 +414,12 @@ static int64_t scan(struct core_callbacks *cbs, int64_t now)
             if (cbs->slots[s].id == d->id) busy = true;
             else if (free_slot < 0 && cbs->slots[s].id == 0) free_slot = s;
         }
+        /* Settled since this scan read the table: its row here is stale.
+         * (More than CB_RECENT settled meanwhile: trust none of it; the
+         * releases asked for a new scan.) */
+        if (cbs->settled - settled_before >= CB_RECENT) busy = true;
+        for (uint64_t k = settled_before + 1; k <= cbs->settled && !busy; k++)
+            if (cbs->recent[k % CB_RECENT].id == d->id) busy = true;
         if (!busy && free_slot >= 0) cbs->slots[free_slot].id = d->id;
         pthread_mutex_unlock(&cbs->lock);
         if (busy) continue;
