@@ -243,12 +243,28 @@ static bool passes(const struct core_sub *s, const char *type, const char *job_i
     return true;
 }
 
+/* Copies s (NULL: "") into a buffer of cap bytes, truncating: snprintf's
+ * result without its cost, which showed in the writer's profile. */
+static void copy_bounded(char *dst, size_t cap, const char *s)
+{
+    size_t n = s ? strnlen(s, cap - 1) : 0;
+    memcpy(dst, s ? s : "", n);
+    dst[n] = '\0';
+}
+
 void core_events_publish(struct core *c, const struct store_event *ev)
 {
     struct core_events *e = c->events;
     if (!e) return;
-    /* Copied before locking: strdup need not run under the lock. */
-    char *data = strdup(ev->data ? ev->data : "");
+    /* Taken from the store when it offers (the text of a committed event),
+     * else copied - before locking: strdup need not run under the lock. */
+    char *data;
+    if (ev->steal && *ev->steal) {
+        data = *ev->steal;
+        *ev->steal = NULL;
+    } else {
+        data = strdup(ev->data ? ev->data : "");
+    }
     pthread_mutex_lock(&e->lock);
     if (ev->seq < e->next) {
         /* Already published (cannot happen: the store publishes in order once). */
@@ -278,9 +294,9 @@ void core_events_publish(struct core *c, const struct store_event *ev)
         }
         slot = &e->ring[e->next % e->cap];
         slot->seq = ev->seq;
-        snprintf(slot->type, sizeof slot->type, "%s", ev->type);
-        snprintf(slot->job_id, sizeof slot->job_id, "%s", ev->job_id ? ev->job_id : "");
-        snprintf(slot->batch_id, sizeof slot->batch_id, "%s", ev->batch_id ? ev->batch_id : "");
+        copy_bounded(slot->type, sizeof slot->type, ev->type);
+        copy_bounded(slot->job_id, sizeof slot->job_id, ev->job_id);
+        copy_bounded(slot->batch_id, sizeof slot->batch_id, ev->batch_id);
         slot->data = data;
         e->next++;
     }

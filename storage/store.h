@@ -69,6 +69,10 @@ struct store_event {
     const char *job_id;   /* "" for batch events */
     const char *batch_id; /* "" when none */
     const char *data;     /* JSON text */
+    /* Non-NULL for committed events (not for store_events_read): the
+     * listener may take `data` for itself by setting *steal to NULL (it then
+     * frees it), instead of copying it. */
+    char **steal;
 };
 /* Lent for the call; runs on the writer thread (or the reading thread for
  * store_events_read) and must not block. */

@@ -391,7 +391,7 @@ static void batch_finish(struct store_op *batch, uint64_t *ok, store_event_cb ec
         for (struct store_evrec *e = op->events; ecb && e; e = e->next) {
             if (!e->seq) continue; /* not written (the op failed) */
             struct store_event ev = {.seq = e->seq, .type = e->type, .job_id = e->job_id,
-                                     .batch_id = e->batch_id, .data = e->data};
+                                     .batch_id = e->batch_id, .data = e->data, .steal = &e->data};
             ecb(ectx, &ev);
         }
         store__evrecs_free(op->events);
