@@ -74,86 +74,9 @@
 
 #include "../common/clock.h"
 #include "../common/log.h"
-#include "exec_int.h"
-#include "wire.h"
+#include "process_int.h"
 
-#define PIPELINE_DEPTH 8                  /* jobs in flight per worker, at most */
-#define PIPELINE_FAST_US 500              /* a task that may be pipelined runs in less, lately */
-#define KILL_GRACE_NS (800 * MS)          /* SIGTERM, then SIGKILL after this (see below) */
-#define EOF_GRACE_NS (200 * MS)           /* a worker that closed its socket but lives: killed after this */
-#define QUICK_DEATH_NS (1000 * MS)        /* a worker dying this soon after its spawn backs off */
-#define RESPAWN_BACKOFF_MAX_NS (5000 * MS)
-#define SHUTDOWN_WAIT_NS (2000 * MS)      /* exec_free: how long workers get to exit on EOF */
-#define READ_CHUNK 65536
-#define MS 1000000LL
-
-enum kill_reason { KILL_NONE = 0, KILL_TIMEOUT, KILL_CANCEL, KILL_DRAIN, KILL_PROTOCOL };
-enum ev_kind { EV_WAKE = 0, EV_SOCK, EV_PIDFD };
-
-struct flight {
-    struct job *job;
-    const struct task_def *def; /* for the run-time average; NULL for an unknown task */
-    bool started;               /* STARTED read (only fl[0] can be) */
-    int64_t started_at_ms;      /* set with started */
-    bool cancel;                /* exec_cancel asked; read under lock */
-    bool cancel_seen;           /* I/O thread: acted on */
-    bool skip_sent;             /* I/O thread */
-    int64_t started_ns;         /* I/O thread: when STARTED was read */
-};
-
-struct slot {
-    int index;
-    char name[32]; /* "<executor>-<index>", immutable */
-    /* All below: I/O thread, except fl/n (written under lock, see DESIGN)
-     * and pid, atomic so that exec_workers may read it from any thread. */
-    atomic_int pid; /* 0: no worker */
-    int sock, pidfd;
-    uint32_t gen; /* bumped at each spawn: tells stale epoll events apart */
-    struct flight fl[PIPELINE_DEPTH];
-    int n;
-    struct exec_wire_buf in, out;
-    bool out_armed, eof;
-    int64_t eof_deadline_ns;
-    enum kill_reason kill;
-    char kill_note[192];
-    int64_t sigkill_at_ns;
-    bool sigkill_sent, ran_a_job;
-    int64_t spawned_ns, respawn_at_ns, backoff_ns;
-};
-
-struct speed {
-    const struct task_def *def;
-    int64_t slow_us; /* a decaying maximum of run_us: max(run, previous * 7/8); -1 = no run yet */
-};
-
-struct proc_exec {
-    struct executor base;
-    char **argv; /* copy of cfg->worker_argv */
-    long memory_mb, cpu_seconds;
-    int epfd, wakefd;
-    pthread_t io;
-    bool io_started;
-    struct slot *slots; /* base.size of them; immutable pointer */
-    struct speed *speeds; /* I/O thread */
-    size_t n_speeds, cap_speeds;
-    bool drain_skipped, drain_killed; /* I/O thread */
-
-    pthread_mutex_t lock;
-    pthread_cond_t cv;       /* held reached 0, or the I/O thread finished starting */
-    struct exec_heap heap;   /* lock */
-    long held;               /* lock: jobs taken from the heap whose done() has not returned */
-    long unstarted;          /* lock: jobs sent to a worker and not started */
-    int busy;                /* lock: started jobs whose done() has not returned */
-    int idle_slots;          /* lock: live workers with nothing in flight */
-    bool wake_pending;       /* lock: the eventfd was written and not yet seen */
-    bool ctl_pending;        /* lock: a cancel flag waits for the I/O thread */
-    bool draining, stopping; /* lock */
-    int64_t drain_deadline_ns; /* lock */
-    bool init_done;          /* lock */
-    int init_rc;             /* lock */
-};
-
-static uint64_t ev_data(enum ev_kind kind, int index, uint32_t gen)
+uint64_t proc__ev_data(enum ev_kind kind, int index, uint32_t gen)
 {
     return (uint64_t)gen << 32 | (uint64_t)kind << 24 | (uint64_t)index;
 }
@@ -171,7 +94,7 @@ static bool slot_live(const struct slot *s)
     return s->pid > 0 && s->kill == KILL_NONE && !s->eof;
 }
 
-static struct speed *speed_of(struct proc_exec *pe, const struct task_def *def)
+struct speed *proc__speed_of(struct proc_exec *pe, const struct task_def *def)
 {
     for (size_t i = 0; i < pe->n_speeds; i++)
         if (pe->speeds[i].def == def) return &pe->speeds[i];
@@ -188,7 +111,7 @@ static struct speed *speed_of(struct proc_exec *pe, const struct task_def *def)
 
 static bool task_fast(struct proc_exec *pe, const struct task_def *def)
 {
-    struct speed *sp = def ? speed_of(pe, def) : NULL;
+    struct speed *sp = def ? proc__speed_of(pe, def) : NULL;
     return sp && sp->slow_us >= 0 && sp->slow_us < PIPELINE_FAST_US;
 }
 
@@ -200,9 +123,9 @@ static int slot_spawn(struct proc_exec *pe, struct slot *s)
     int rc = exec_worker_spawn(pe->argv, pe->memory_mb, pe->cpu_seconds, &w);
     if (rc < 0) return rc;
     s->gen++;
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = ev_data(EV_SOCK, s->index, s->gen)};
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = proc__ev_data(EV_SOCK, s->index, s->gen)};
     if (epoll_ctl(pe->epfd, EPOLL_CTL_ADD, w.sock, &ev) < 0) rc = -errno;
-    ev.data.u64 = ev_data(EV_PIDFD, s->index, s->gen);
+    ev.data.u64 = proc__ev_data(EV_PIDFD, s->index, s->gen);
     if (rc == 0 && w.pidfd >= 0 && epoll_ctl(pe->epfd, EPOLL_CTL_ADD, w.pidfd, &ev) < 0) rc = -errno;
     if (rc < 0) { /* closing the fds also takes them out of the epoll set */
         int status;
@@ -222,7 +145,7 @@ static int slot_spawn(struct proc_exec *pe, struct slot *s)
 
 /* Spawns into a dead slot, or (after a quick death or a failed spawn)
  * schedules a retry with a back-off that doubles up to RESPAWN_BACKOFF_MAX_NS. */
-static void slot_respawn(struct proc_exec *pe, struct slot *s, bool quick_death)
+void proc__slot_respawn(struct proc_exec *pe, struct slot *s, bool quick_death)
 {
     int rc = quick_death ? 0 : slot_spawn(pe, s);
     if (rc == 0 && !quick_death) return;
@@ -232,335 +155,6 @@ static void slot_respawn(struct proc_exec *pe, struct slot *s, bool quick_death)
     if (rc < 0)
         LOG_ERROR("executor %s: cannot start worker %s (%s): %s; retrying in %lld ms", pe->base.name, s->name,
                   pe->argv[0], strerror(-rc), (long long)(s->backoff_ns / MS));
-}
-
-/* ---- ending jobs ------------------------------------------------------------ */
-
-/* Hands a job to hooks.done (no lock held), then releases its count. */
-static void finish(struct proc_exec *pe, struct job *job, enum exec_outcome outcome, bool started)
-{
-    if (!job->finished_at_ms) job->finished_at_ms = clock_wall_ms();
-    pe->base.hooks.done(pe->base.hooks.ctx, job, outcome);
-    pthread_mutex_lock(&pe->lock);
-    pe->held--;
-    if (started) pe->busy--;
-    if (pe->held == 0) pthread_cond_broadcast(&pe->cv);
-    pthread_mutex_unlock(&pe->lock);
-}
-
-static void set_error(struct job *job, enum job_error_type type, const char *msg)
-{
-    job->error_type = type;
-    job_set_str(&job->error_message, msg); /* -ENOMEM: the dispatcher writes a generic one */
-}
-
-/* Removes fl[i] (lock held). */
-static struct flight flight_take_locked(struct proc_exec *pe, struct slot *s, int i)
-{
-    struct flight f = s->fl[i];
-    memmove(&s->fl[i], &s->fl[i + 1], (size_t)(s->n - i - 1) * sizeof *s->fl);
-    s->n--;
-    if (!f.started) pe->unstarted--;
-    return f;
-}
-
-/* How a job that never started leaves its worker. */
-enum leave { LEAVE_REQUEUED, LEAVE_CANCELLED, LEAVE_DRAINED, LEAVE_LOST };
-
-/* Decides (lock held, in the same critical section that took f out of its
- * slot, so that exec_cancel always finds the job somewhere): back to the heap,
- * or out through finish_leave() once the lock is dropped. */
-static enum leave leave_locked(struct proc_exec *pe, const struct flight *f)
-{
-    if (f->cancel) return LEAVE_CANCELLED;
-    if (pe->draining) return LEAVE_DRAINED;
-    if (exec_heap_push(&pe->heap, f->job) < 0) return LEAVE_LOST;
-    pe->held--;
-    return LEAVE_REQUEUED;
-}
-
-static void finish_leave(struct proc_exec *pe, struct job *job, enum leave how)
-{
-    switch (how) {
-    case LEAVE_REQUEUED: break;
-    case LEAVE_CANCELLED:
-        set_error(job, JOB_ERR_CANCELLED, "cancelled while queued");
-        finish(pe, job, EXEC_CANCELLED, false);
-        break;
-    case LEAVE_DRAINED: finish(pe, job, EXEC_DRAINED, false); break;
-    case LEAVE_LOST:
-        set_error(job, JOB_ERR_WORKER_LOST, "its worker died before starting it, and it could not be re-queued");
-        finish(pe, job, EXEC_FAILED, false);
-        break;
-    }
-}
-
-/* Decides that the worker in s must die; its running job's outcome is fixed now. */
-static void slot_kill(struct proc_exec *pe, struct slot *s, enum kill_reason why, const char *note)
-{
-    if (s->kill != KILL_NONE || s->pid <= 0) return;
-    s->kill = why;
-    snprintf(s->kill_note, sizeof s->kill_note, "%s", note ? note : "");
-    int sig = why == KILL_PROTOCOL ? SIGKILL : SIGTERM;
-    if (killpg(s->pid, sig) < 0 && errno != ESRCH)
-        LOG_WARN("executor %s: killpg(%d): %s", pe->base.name, s->pid, strerror(errno));
-    s->sigkill_sent = sig == SIGKILL;
-    s->sigkill_at_ns = clock_mono_ns() + KILL_GRACE_NS;
-}
-
-static void protocol_error(struct proc_exec *pe, struct slot *s, const char *what)
-{
-    char note[192];
-    snprintf(note, sizeof note, "worker %s (pid %d) broke the protocol (%s) and was replaced", s->name, s->pid, what);
-    LOG_ERROR("executor %s: %s", pe->base.name, note);
-    slot_kill(pe, s, KILL_PROTOCOL, note);
-}
-
-/* ---- messages from a worker ------------------------------------------------- */
-
-static void on_started(struct proc_exec *pe, struct slot *s, const struct exec_wire_msg *m)
-{
-    if (s->n == 0 || s->fl[0].started || !exec_wire_str_eq(&m->id, s->fl[0].job->id)) {
-        protocol_error(pe, s, "STARTED for a job that is not next");
-        return;
-    }
-    struct flight *f = &s->fl[0];
-    struct job *job = f->job;
-    int64_t started_at_ms = m->started_at_ms > 0 ? m->started_at_ms : clock_wall_ms();
-    pthread_mutex_lock(&pe->lock);
-    f->started = true;
-    f->started_at_ms = started_at_ms;
-    pe->unstarted--;
-    pe->busy++;
-    bool cancel = f->cancel;
-    pthread_mutex_unlock(&pe->lock);
-    f->started_ns = clock_mono_ns();
-    s->ran_a_job = true;
-    s->backoff_ns = 0;
-    job->status = JOB_RUNNING;
-    job->attempt++;
-    job->started_at_ms = started_at_ms;
-    job->finished_at_ms = 0;
-    job->worker_pid = s->pid;
-    job_set_str(&job->worker_thread, s->name); /* -ENOMEM leaves the old name: harmless */
-    if (pe->base.hooks.started) pe->base.hooks.started(pe->base.hooks.ctx, job);
-    if (cancel) slot_kill(pe, s, KILL_CANCEL, NULL); /* raced with its SKIP: it started */
-}
-
-static void on_done(struct proc_exec *pe, struct slot *s, const struct exec_wire_msg *m)
-{
-    if (s->n == 0 || !s->fl[0].started || !exec_wire_str_eq(&m->id, s->fl[0].job->id) ||
-        (!m->ok && (m->error_type == JOB_ERR_NONE || m->error_type >= JOB_ERR_COUNT))) {
-        protocol_error(pe, s, "DONE for a job that is not running");
-        return;
-    }
-    struct job *job = s->fl[0].job;
-    char *result = NULL, *message = NULL;
-    if (exec_wire_str_dup(&m->result, &result) < 0 || exec_wire_str_dup(&m->error_message, &message) < 0) {
-        free(result);
-        protocol_error(pe, s, "out of memory for a result");
-        return;
-    }
-    pthread_mutex_lock(&pe->lock);
-    struct flight f = flight_take_locked(pe, s, 0);
-    pthread_mutex_unlock(&pe->lock);
-    if (f.def) {
-        struct speed *sp = speed_of(pe, f.def);
-        int64_t us = m->run_us > 0 ? m->run_us : 0;
-        if (sp) sp->slow_us = us > sp->slow_us - sp->slow_us / 8 ? us : sp->slow_us - sp->slow_us / 8;
-    }
-    free(job->result);
-    job->result = result;
-    job->finished_at_ms = m->finished_at_ms > 0 ? m->finished_at_ms : clock_wall_ms();
-    enum exec_outcome outcome = EXEC_OK;
-    if (!m->ok) {
-        outcome = EXEC_FAILED;
-        job->error_type = (enum job_error_type)m->error_type;
-        free(job->error_message);
-        job->error_message = message;
-        message = NULL;
-    }
-    free(message);
-    finish(pe, job, outcome, true);
-}
-
-static void on_skipped(struct proc_exec *pe, struct slot *s, const struct exec_wire_msg *m)
-{
-    int i = 0;
-    while (i < s->n && !exec_wire_str_eq(&m->id, s->fl[i].job->id)) i++;
-    if (i == s->n || s->fl[i].started || !s->fl[i].skip_sent) {
-        protocol_error(pe, s, "SKIPPED for a job that was not to be skipped");
-        return;
-    }
-    pthread_mutex_lock(&pe->lock);
-    struct flight f = flight_take_locked(pe, s, i);
-    enum leave how = leave_locked(pe, &f);
-    pthread_mutex_unlock(&pe->lock);
-    finish_leave(pe, f.job, how);
-}
-
-static void handle_msg(struct proc_exec *pe, struct slot *s, const struct exec_wire_msg *m)
-{
-    switch (m->type) {
-    case WIRE_STARTED: on_started(pe, s, m); break;
-    case WIRE_DONE: on_done(pe, s, m); break;
-    case WIRE_SKIPPED: on_skipped(pe, s, m); break;
-    case WIRE_PROGRESS:
-        if (s->n == 0 || !s->fl[0].started || !exec_wire_str_eq(&m->id, s->fl[0].job->id)) {
-            protocol_error(pe, s, "PROGRESS for a job that is not running");
-        } else if (pe->base.hooks.progress) {
-            char *msg = NULL;
-            double fr = m->fraction < 0 ? 0 : m->fraction > 1 ? 1 : m->fraction;
-            if (exec_wire_str_dup(&m->message, &msg) == 0)
-                pe->base.hooks.progress(pe->base.hooks.ctx, s->fl[0].job->id, fr, msg);
-            free(msg);
-        }
-        break;
-    default: protocol_error(pe, s, "a message a worker does not send"); break;
-    }
-}
-
-/* Reads and handles what the worker sent, in at most max_rounds reads. Once a
- * kill is decided, the rest is read and dropped. */
-static void slot_read(struct proc_exec *pe, struct slot *s, int max_rounds)
-{
-    for (int round = 0; round < max_rounds && s->sock >= 0 && !s->eof; round++) {
-        if (exec_wire_buf_reserve(&s->in, READ_CHUNK) < 0) {
-            protocol_error(pe, s, "out of memory for its messages");
-            s->in.off = s->in.len = 0;
-            return;
-        }
-        ssize_t n = read(s->sock, s->in.data + s->in.len, s->in.cap - s->in.len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-        if (n <= 0) { /* EOF or a reset: the process is exiting, or closed fd 3 */
-            s->eof = true;
-            s->eof_deadline_ns = clock_mono_ns() + EOF_GRACE_NS;
-            epoll_ctl(pe->epfd, EPOLL_CTL_DEL, s->sock, NULL);
-            return;
-        }
-        s->in.len += (size_t)n;
-        while (s->in.len > s->in.off) {
-            if (s->kill != KILL_NONE) { /* outcome fixed: drop the rest */
-                s->in.off = s->in.len = 0;
-                break;
-            }
-            struct exec_wire_msg m;
-            size_t frame = 0;
-            int rc = exec_wire_decode(s->in.data + s->in.off, s->in.len - s->in.off, &m, &frame);
-            if (rc < 0) {
-                protocol_error(pe, s, rc == -EMSGSIZE ? "a message too large" : "a garbled message");
-                /* Drop the rest here rather than rely on slot_kill having set
-                 * s->kill: it does nothing for a worker already reaped (pid
-                 * <= 0), and decoding the same bytes again would spin. */
-                s->in.off = s->in.len = 0;
-                break;
-            }
-            if (rc == 0) {
-                if (exec_wire_buf_reserve(&s->in, frame - (s->in.len - s->in.off)) < 0)
-                    protocol_error(pe, s, "out of memory for its messages");
-                break;
-            }
-            handle_msg(pe, s, &m);
-            exec_wire_buf_consume(&s->in, frame);
-        }
-    }
-}
-
-/* Sends what is pending to the worker without blocking; arms EPOLLOUT for the rest. */
-static void slot_flush(struct proc_exec *pe, struct slot *s)
-{
-    while (s->out.len > s->out.off && s->sock >= 0) {
-        ssize_t n = send(s->sock, s->out.data + s->out.off, s->out.len - s->out.off, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-        if (n < 0) { /* the worker is gone: its death is handled through its pidfd or EOF */
-            s->out.off = s->out.len = 0;
-            break;
-        }
-        exec_wire_buf_consume(&s->out, (size_t)n);
-    }
-    bool want = s->out.len > s->out.off && !s->eof;
-    if (want != s->out_armed && s->sock >= 0 && !s->eof) {
-        struct epoll_event ev = {.events = EPOLLIN | (want ? EPOLLOUT : 0),
-                                 .data.u64 = ev_data(EV_SOCK, s->index, s->gen)};
-        if (epoll_ctl(pe->epfd, EPOLL_CTL_MOD, s->sock, &ev) == 0) s->out_armed = want;
-    }
-}
-
-/* The worker in s is dead (or dying): settle its jobs, reap it, replace it. */
-static void slot_reap(struct proc_exec *pe, struct slot *s)
-{
-    if (s->kill == KILL_NONE && !s->eof) slot_read(pe, s, 1 << 20); /* its last words, up to EOF */
-    if (!s->eof) epoll_ctl(pe->epfd, EPOLL_CTL_DEL, s->sock, NULL);
-    if (s->pidfd >= 0) epoll_ctl(pe->epfd, EPOLL_CTL_DEL, s->pidfd, NULL);
-    struct exec_worker_proc wp = {.pid = s->pid, .sock = s->sock, .pidfd = s->pidfd};
-    int pid = s->pid, status = 0, wait_rc = exec_worker_reap(&wp, 0, &status);
-    s->sock = s->pidfd = -1;
-    s->pid = 0;
-    s->in.off = s->in.len = s->out.off = s->out.len = 0;
-
-    char msg[256];
-    enum exec_outcome outcome = EXEC_FAILED;
-    enum job_error_type type = JOB_ERR_WORKER_LOST;
-    struct flight head = {0};
-    switch (s->kill) {
-    case KILL_TIMEOUT:
-        type = JOB_ERR_TIMEOUT;
-        snprintf(msg, sizeof msg, "timed out after %.3f s",
-                 s->n ? (double)s->fl[0].job->timeout_ms / 1000.0 : 0.0);
-        break;
-    case KILL_CANCEL:
-        outcome = EXEC_CANCELLED;
-        type = JOB_ERR_CANCELLED;
-        snprintf(msg, sizeof msg, "cancelled while running");
-        break;
-    case KILL_DRAIN:
-        outcome = EXEC_CANCELLED;
-        type = JOB_ERR_CANCELLED;
-        snprintf(msg, sizeof msg, "stopped: the executor was drained and the grace period ran out");
-        break;
-    case KILL_PROTOCOL: snprintf(msg, sizeof msg, "%s", s->kill_note); break;
-    default:
-        if (wait_rc == 0 && WIFSIGNALED(status)) {
-            int sig = WTERMSIG(status);
-            type = JOB_ERR_SIGNAL;
-            snprintf(msg, sizeof msg, "worker %s (pid %d) was killed by signal %d (%s)", s->name, pid, sig,
-                     sigdescr_np(sig) ? sigdescr_np(sig) : "unknown signal");
-        } else if (wait_rc == 0 && WIFEXITED(status)) {
-            snprintf(msg, sizeof msg, "worker %s (pid %d) exited with status %d", s->name, pid, WEXITSTATUS(status));
-        } else {
-            snprintf(msg, sizeof msg, "worker %s (pid %d) was lost (%s)", s->name, pid, strerror(-wait_rc));
-        }
-    }
-
-    struct flight rest[PIPELINE_DEPTH];
-    enum leave how[PIPELINE_DEPTH];
-    int n_rest = 0;
-    pthread_mutex_lock(&pe->lock);
-    if (s->n > 0 && s->fl[0].started) head = flight_take_locked(pe, s, 0);
-    for (; s->n > 0; n_rest++) {
-        rest[n_rest] = flight_take_locked(pe, s, 0);
-        how[n_rest] = leave_locked(pe, &rest[n_rest]);
-    }
-    pthread_mutex_unlock(&pe->lock);
-
-    if (head.job) {
-        if (s->kill == KILL_NONE) LOG_WARN("executor %s: %s while running job %s", pe->base.name, msg, head.job->id);
-        set_error(head.job, type, msg);
-        head.job->finished_at_ms = clock_wall_ms();
-        finish(pe, head.job, outcome, true);
-    } else if (s->kill == KILL_NONE) {
-        LOG_WARN("executor %s: %s while idle", pe->base.name, msg);
-    }
-    for (int i = 0; i < n_rest; i++) finish_leave(pe, rest[i].job, how[i]);
-
-    pthread_mutex_lock(&pe->lock);
-    bool replace = !pe->draining && !pe->stopping;
-    pthread_mutex_unlock(&pe->lock);
-    bool quick = !s->ran_a_job && s->kill == KILL_NONE && clock_mono_ns() - s->spawned_ns < QUICK_DEATH_NS;
-    s->kill = KILL_NONE;
-    if (replace) slot_respawn(pe, s, quick);
 }
 
 /* ---- the I/O thread's rounds ------------------------------------------------ */
@@ -589,8 +183,8 @@ static void handle_ctl(struct proc_exec *pe, bool draining)
             }
         }
         pthread_mutex_unlock(&pe->lock);
-        if (kill_head) slot_kill(pe, s, KILL_CANCEL, NULL);
-        if (dirty) slot_flush(pe, s);
+        if (kill_head) proc__slot_kill(pe, s, KILL_CANCEL, NULL);
+        if (dirty) proc__slot_flush(pe, s);
     }
 }
 
@@ -632,12 +226,12 @@ static void dispatch(struct proc_exec *pe)
             snprintf(msg, sizeof msg, "cannot send the job to a worker: %s",
                      rc == -EMSGSIZE ? "its args are larger than 64 MiB" : strerror(-rc));
             pthread_mutex_lock(&pe->lock);
-            struct flight f = flight_take_locked(pe, s, k--);
+            struct flight f = proc__flight_take_locked(pe, s, k--);
             pthread_mutex_unlock(&pe->lock);
-            set_error(f.job, JOB_ERR_TASK, msg);
-            finish(pe, f.job, EXEC_FAILED, false);
+            proc__set_error(f.job, JOB_ERR_TASK, msg);
+            proc__finish(pe, f.job, EXEC_FAILED, false);
         }
-        if (s->n > old_n[i]) slot_flush(pe, s);
+        if (s->n > old_n[i]) proc__slot_flush(pe, s);
     }
 }
 
@@ -652,7 +246,7 @@ static int run_timers(struct proc_exec *pe)
     if (draining && !pe->drain_killed) {
         if (now >= drain_at) {
             for (int i = 0; i < pe->base.size; i++)
-                if (pe->slots[i].n > 0) slot_kill(pe, &pe->slots[i], KILL_DRAIN, NULL);
+                if (pe->slots[i].n > 0) proc__slot_kill(pe, &pe->slots[i], KILL_DRAIN, NULL);
             pe->drain_killed = true;
         } else if (drain_at < next) {
             next = drain_at;
@@ -663,17 +257,17 @@ static int run_timers(struct proc_exec *pe)
         if (slot_live(s) && s->n > 0 && s->fl[0].started && s->fl[0].job->timeout_ms > 0) {
             int64_t at = s->fl[0].started_ns + s->fl[0].job->timeout_ms * MS;
             if (now >= at)
-                slot_kill(pe, s, KILL_TIMEOUT, NULL);
+                proc__slot_kill(pe, s, KILL_TIMEOUT, NULL);
             else if (at < next)
                 next = at;
         }
         if (s->pid > 0 && s->eof && s->kill == KILL_NONE) {
             if (s->pidfd < 0) {
-                slot_reap(pe, s); /* no pidfd: EOF is all we get; it is SIGKILLed and reaped */
+                proc__slot_reap(pe, s); /* no pidfd: EOF is all we get; it is SIGKILLed and reaped */
                 continue;
             }
             if (now >= s->eof_deadline_ns)
-                protocol_error(pe, s, "it closed its socket");
+                proc__protocol_error(pe, s, "it closed its socket");
             else if (s->eof_deadline_ns < next)
                 next = s->eof_deadline_ns;
         }
@@ -687,7 +281,7 @@ static int run_timers(struct proc_exec *pe)
         }
         if (s->pid == 0 && s->respawn_at_ns > 0 && !draining && !stopping) {
             if (now >= s->respawn_at_ns)
-                slot_respawn(pe, s, false);
+                proc__slot_respawn(pe, s, false);
             else if (s->respawn_at_ns < next)
                 next = s->respawn_at_ns;
         }
@@ -754,10 +348,10 @@ static void *io_main(void *arg)
             struct slot *s = &pe->slots[d & 0xffffff];
             if ((uint32_t)(d >> 32) != s->gen || s->pid <= 0) continue; /* a previous worker's */
             if (kind == EV_PIDFD) {
-                slot_reap(pe, s);
+                proc__slot_reap(pe, s);
             } else {
-                if (evs[e].events & EPOLLOUT) slot_flush(pe, s);
-                if (evs[e].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) slot_read(pe, s, 4);
+                if (evs[e].events & EPOLLOUT) proc__slot_flush(pe, s);
+                if (evs[e].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) proc__slot_read(pe, s, 4);
             }
         }
         pthread_mutex_lock(&pe->lock);
@@ -807,7 +401,7 @@ static int pe_cancel(struct executor *ex, const char *job_id)
     }
     pthread_mutex_unlock(&pe->lock);
     if (queued) {
-        set_error(queued, JOB_ERR_CANCELLED, "cancelled while queued");
+        proc__set_error(queued, JOB_ERR_CANCELLED, "cancelled while queued");
         queued->finished_at_ms = clock_wall_ms();
         ex->hooks.done(ex->hooks.ctx, queued, EXEC_CANCELLED);
         return 0;
@@ -926,7 +520,7 @@ int exec_process_new(const struct exec_config *cfg, const struct task_registry *
         rc = -errno;
         goto fail;
     }
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = ev_data(EV_WAKE, 0, 0)};
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = proc__ev_data(EV_WAKE, 0, 0)};
     if (epoll_ctl(pe->epfd, EPOLL_CTL_ADD, pe->wakefd, &ev) < 0) {
         rc = -errno;
         goto fail;
