@@ -81,6 +81,17 @@ struct ckey {
     uint32_t next_seq;
 };
 
+/* A terminal update that failed with the transaction (disk full, I/O
+ * error): queued again by the timer thread at due_mono_ms (c->end_retries,
+ * c->lock), so that the job ends in the database with its real outcome
+ * once the store can write again, not as worker_lost at the next start. */
+struct end_retry {
+    struct end_retry *next;
+    struct job *job;      /* owned */
+    void *op;             /* dispatch.c's op, owned */
+    int64_t due_mono_ms;
+};
+
 /* A waiter of a waitset: one per live job of the set (see struct waiter). */
 struct core_waitset;
 
@@ -173,6 +184,7 @@ struct core {
     struct theap sched;
     struct hmap waiters;
     struct theap wheap;
+    struct end_retry *end_retries; /* terminal updates to store again */
     struct hmap deps;  /* of struct depwait */
     struct hmap ckeys; /* of struct ckey */
     uint64_t next_token;
@@ -238,6 +250,12 @@ void core__dispatch_job(struct core *c, struct job *job, int exec_idx);
 /* Queues an update of the job (moved in): terminal ones end the live entry
  * and wake waiters once committed. */
 void core__store_update(struct core *c, struct job *job, int from, bool terminal, core_done_cb cb, void *ctx);
+/* Queues again, now, the terminal updates of `list` (taken from
+ * c->end_retries by the timer thread, lock not held). */
+void core__end_retries_fire(struct core *c, struct end_retry *list);
+/* Frees what is left in c->end_retries (close; the jobs are recovered at
+ * the next start). */
+void core__end_retries_free(struct core *c);
 /* The executor hooks (worker threads). */
 void core__hook_started(void *ctx, const struct job *job);
 void core__hook_progress(void *ctx, const char *job_id, double fraction, const char *message);

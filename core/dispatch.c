@@ -39,6 +39,7 @@ struct op {
     int from, to; /* status transition for the counts; -1 = none */
     core_done_cb cb;
     void *ctx;
+    bool end_retried; /* terminal: its update failed once and is being tried again */
 };
 
 static struct op *op_new(struct core *c, int exec_idx, int from, int to, core_done_cb cb, void *ctx)
@@ -248,15 +249,40 @@ void core__dispatch_job(struct core *c, struct job *job, int exec_idx)
     dispatch_now(c, job, exec_idx);
 }
 
-/* A job's terminal update committed (writer thread). */
+#define END_RETRY_MS 500 /* a failed terminal update is tried again this often */
+
+/* A job's terminal update committed (writer thread). When the transaction
+ * failed (disk full, I/O error) the update is tried again later - see
+ * struct end_retry - unless the server is draining: then the database keeps
+ * the previous state and recovery settles the job at the next start. */
 static void terminal_done(void *arg, int rc, struct job *job)
 {
     struct op *op = arg;
     struct core *c = op->c;
-    if (rc < 0) LOG_ERROR("job %s: storing its end failed (%s); it will be recovered at restart", job->id,
-                          strerror(-rc));
-    else
+    if (rc < 0 && rc != -ENOENT && rc != -EINVAL && !atomic_load(&c->draining)) {
+        struct end_retry *r = malloc(sizeof *r);
+        if (r) {
+            if (!op->end_retried) /* once per job: a long outage would log every 500 ms */
+                LOG_ERROR("job %s: storing its end failed (%s); trying again every %d ms", job->id, strerror(-rc),
+                          END_RETRY_MS);
+            op->end_retried = true;
+            r->job = job;
+            r->op = op;
+            r->due_mono_ms = clock_mono_ms() + END_RETRY_MS;
+            pthread_mutex_lock(&c->lock);
+            r->next = c->end_retries;
+            c->end_retries = r;
+            pthread_cond_signal(&c->timer_cv);
+            pthread_mutex_unlock(&c->lock);
+            return;
+        }
+    }
+    if (rc < 0) {
+        LOG_ERROR("job %s: storing its end failed (%s); it will be recovered at restart", job->id, strerror(-rc));
+    } else {
+        if (op->end_retried) LOG_INFO("job %s: its end is stored now (%s)", job->id, job_status_name(job->status));
         core_stats_transition(&c->stats, op->from, op->to);
+    }
     live_remove(c, job->id);
     core_waiters_fire_id(c, job->id, (int)job->status);
     if (rc == 0 && job_status_terminal(job->status)) core__deps_fire(c, job->id, job->status);
@@ -264,6 +290,38 @@ static void terminal_done(void *arg, int rc, struct job *job)
     if (op->cb) op->cb(op->ctx, rc, job);
     job_free(job);
     free(op);
+}
+
+void core__end_retries_fire(struct core *c, struct end_retry *list)
+{
+    while (list) {
+        struct end_retry *r = list;
+        list = r->next;
+        char id[ID_LEN + 1];
+        memcpy(id, r->job->id, sizeof id);
+        struct op *op = r->op;
+        int rc = store_job_update(c->store, r->job, terminal_done, op); /* the job is moved in */
+        if (rc < 0) {
+            /* The store is closing: recovery settles the job at the next start. */
+            free(op);
+            live_remove(c, id);
+            core_waiters_fire_id(c, id, -1);
+        }
+        free(r);
+    }
+}
+
+void core__end_retries_free(struct core *c)
+{
+    struct end_retry *r = c->end_retries;
+    c->end_retries = NULL;
+    while (r) {
+        struct end_retry *next = r->next;
+        job_free(r->job);
+        free(r->op);
+        free(r);
+        r = next;
+    }
 }
 
 /* A non-terminal update committed (writer thread). */

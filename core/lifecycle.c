@@ -51,7 +51,19 @@ static void *timer_main(void *arg)
         }
         (void)due;
         struct waiter *expired = core_waiters_take_expired_locked(c, now_mono);
-        if (n || expired) {
+        /* Failed terminal updates that are due again (see struct end_retry). */
+        struct end_retry *retry = NULL, **rp = &c->end_retries;
+        while (*rp) {
+            struct end_retry *r = *rp;
+            if (r->due_mono_ms <= now_mono) {
+                *rp = r->next;
+                r->next = retry;
+                retry = r;
+            } else {
+                rp = &r->next;
+            }
+        }
+        if (n || expired || retry) {
             pthread_mutex_unlock(&c->lock);
             for (int i = 0; i < n; i++) {
                 struct job *job = batch[i];
@@ -61,6 +73,7 @@ static void *timer_main(void *arg)
                 core__dispatch_job(c, job, exec_of[i]);
             }
             core_waiters_fire_list(expired);
+            core__end_retries_fire(c, retry);
             pthread_mutex_lock(&c->lock);
             continue;
         }
@@ -68,6 +81,8 @@ static void *timer_main(void *arg)
         int64_t wake = now_mono + 1000;
         if ((t = theap_peek(&c->sched)) && now_mono + (t->key - now_wall) < wake) wake = now_mono + (t->key - now_wall);
         if ((t = theap_peek(&c->wheap)) && t->key < wake) wake = t->key;
+        for (struct end_retry *r = c->end_retries; r; r = r->next)
+            if (r->due_mono_ms < wake) wake = r->due_mono_ms;
         struct timespec ts = {.tv_sec = wake / 1000, .tv_nsec = (wake % 1000) * 1000000L};
         pthread_cond_timedwait(&c->timer_cv, &c->lock, &ts);
     }
@@ -287,6 +302,7 @@ void core_close(struct core *c)
             n = next;
         }
     }
+    core__end_retries_free(c);
     hmap_fini(&c->live);
     hmap_fini(&c->waiters);
     core_gates_fini(c);
