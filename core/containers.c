@@ -4,14 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/hash.h"
 #include "core_int.h"
-
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
 
 int hmap_init(struct hmap *m)
 {

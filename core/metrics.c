@@ -14,6 +14,7 @@
  * core_metrics_finished on executor workers (hook_done) and on whoever
  * cancels a scheduled job; readers on HTTP threads.
  */
+#include "../common/hash.h"
 #include "core_int.h"
 
 #include <errno.h>
@@ -29,13 +30,6 @@ static const int64_t bounds_us[CORE_LATENCY_BUCKETS] = {
     1000000, 2500000, 5000000, 10000000, 30000000, 60000000,
 };
 
-/* FNV-1a, as the registry hashes names. */
-static uint64_t name_hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
 
 int core_metrics_init(struct core *c)
 {
@@ -53,7 +47,7 @@ int core_metrics_init(struct core *c)
     if (!m->slots || !m->cells || !m->wait || !m->run) return -ENOMEM;
     size_t mask = m->nslots - 1;
     for (size_t i = 0; i < m->n_tasks; i++) {
-        size_t s = (size_t)name_hash(task_at(c->tasks, i)->name) & mask;
+        size_t s = (size_t)hash_str(task_at(c->tasks, i)->name) & mask;
         while (m->slots[s]) s = (s + 1) & mask; /* names are unique: no duplicate check */
         m->slots[s] = (uint32_t)(i + 1);
     }
@@ -77,7 +71,7 @@ static long task_index(const struct core *c, const char *name)
     if (!name || !m->slots) return -1;
     size_t mask = m->nslots - 1;
     /* Terminates: the table is at most half full. */
-    for (size_t s = (size_t)name_hash(name) & mask; m->slots[s]; s = (s + 1) & mask) {
+    for (size_t s = (size_t)hash_str(name) & mask; m->slots[s]; s = (s + 1) & mask) {
         size_t i = m->slots[s] - 1;
         if (strcmp(task_at(c->tasks, i)->name, name) == 0) return (long)i;
     }

@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include "../common/clock.h"
+#include "../common/hash.h"
 #include "../common/log.h"
 #include "store_int.h"
 
@@ -320,9 +321,7 @@ static void batch_dedup(struct store *st, struct store_op *batch)
     if (!st->dedup && !(st->dedup = calloc(cap, sizeof *st->dedup))) return;
     for (struct store_op *op = batch; op; op = op->next) {
         if (op->kind != OP_UPDATE) continue;
-        uint64_t h = 1469598103934665603ull;
-        for (const char *c = op->job->id; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
-        size_t i = h & (cap - 1);
+        size_t i = hash_str(op->job->id) & (cap - 1);
         while (st->dedup[i] && strcmp(st->dedup[i]->job->id, op->job->id) != 0) i = (i + 1) & (cap - 1);
         if (st->dedup[i]) st->dedup[i]->superseded_by = op;
         st->dedup[i] = op;
@@ -330,9 +329,7 @@ static void batch_dedup(struct store *st, struct store_op *batch)
     /* Clear only the slots used (the batch is at most max_batch ops). */
     for (struct store_op *op = batch; op; op = op->next) {
         if (op->kind != OP_UPDATE) continue;
-        uint64_t h = 1469598103934665603ull;
-        for (const char *c = op->job->id; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
-        size_t i = h & (cap - 1);
+        size_t i = hash_str(op->job->id) & (cap - 1);
         while (st->dedup[i]) {
             st->dedup[i] = NULL;
             i = (i + 1) & (cap - 1);
