@@ -573,16 +573,11 @@ static int ae_workers(struct executor *ex, struct exec_worker *out, int max)
 static void ae_drain(struct executor *ex, int64_t grace_ms)
 {
     struct async_exec *ae = (struct async_exec *)ex;
-    struct exec_heap left = {0};
-
     pthread_mutex_lock(&ae->lock);
     ae->draining = true;
-    left = ae->heap;
-    memset(&ae->heap, 0, sizeof ae->heap);
+    struct exec_heap left = exec_heap_take(&ae->heap);
     pthread_mutex_unlock(&ae->lock);
-
-    for (long i = 0; i < left.n; i++) ex->hooks.done(ex->hooks.ctx, left.v[i], EXEC_DRAINED);
-    exec_heap_fini(&left);
+    exec_heap_drained(ex, &left);
 
     int64_t end = clock_mono_ns() + (grace_ms > 0 ? grace_ms : 0) * 1000000LL;
     pthread_mutex_lock(&ae->lock);

@@ -175,6 +175,19 @@ void exec_heap_fini(struct exec_heap *h)
     h->n = h->cap = 0;
 }
 
+struct exec_heap exec_heap_take(struct exec_heap *h)
+{
+    struct exec_heap taken = *h;
+    *h = (struct exec_heap){0};
+    return taken;
+}
+
+void exec_heap_drained(struct executor *ex, struct exec_heap *left)
+{
+    for (long i = 0; i < left->n; i++) ex->hooks.done(ex->hooks.ctx, left->v[i], EXEC_DRAINED);
+    exec_heap_fini(left);
+}
+
 enum exec_outcome exec_run_task(const struct task_registry *tasks, struct job *job, struct task_ctx *ctx)
 {
     const struct task_def *def = task_find(tasks, job->task);

@@ -52,6 +52,12 @@ struct job *exec_heap_pop(struct exec_heap *h);            /* NULL when empty */
 /* Removes and returns the job with this id, or NULL. O(n). */
 struct job *exec_heap_remove_id(struct exec_heap *h, const char *id);
 void exec_heap_fini(struct exec_heap *h); /* frees the array, not the jobs */
+/* The first half of every drain: moves the ready heap out of *h (left
+ * empty) - call it under the executor's lock, with its draining flag set -
+ * then, with no lock held, exec_heap_drained() reports each job in it
+ * EXEC_DRAINED (they stay queued in the database) and frees the heap. */
+struct exec_heap exec_heap_take(struct exec_heap *h);
+void exec_heap_drained(struct executor *ex, struct exec_heap *left);
 
 /* Initialises *cv on CLOCK_MONOTONIC, the clock of clock_mono_ns(), so that
  * pthread_cond_timedwait() takes deadlines from it. Destroy with

@@ -439,15 +439,13 @@ static void pe_drain(struct executor *ex, int64_t grace_ms)
     struct proc_exec *pe = (struct proc_exec *)ex;
     int64_t at = clock_mono_ns() + (grace_ms > 0 ? grace_ms : 0) * MS;
     pthread_mutex_lock(&pe->lock);
-    struct exec_heap left = pe->heap;
-    memset(&pe->heap, 0, sizeof pe->heap);
+    struct exec_heap left = exec_heap_take(&pe->heap);
     if (!pe->draining || at < pe->drain_deadline_ns) pe->drain_deadline_ns = at;
     pe->draining = true;
     pthread_mutex_unlock(&pe->lock);
     wake(pe);
 
-    for (long i = 0; i < left.n; i++) ex->hooks.done(ex->hooks.ctx, left.v[i], EXEC_DRAINED);
-    exec_heap_fini(&left);
+    exec_heap_drained(ex, &left);
 
     pthread_mutex_lock(&pe->lock);
     while (pe->held > 0) pthread_cond_wait(&pe->cv, &pe->lock);

@@ -264,16 +264,11 @@ static int te_workers(struct executor *ex, struct exec_worker *out, int max)
 static void te_drain(struct executor *ex, int64_t grace_ms)
 {
     struct thread_exec *te = (struct thread_exec *)ex;
-    struct exec_heap left = {0};
-
     pthread_mutex_lock(&te->lock);
     te->draining = true;
-    left = te->heap;
-    memset(&te->heap, 0, sizeof te->heap);
+    struct exec_heap left = exec_heap_take(&te->heap);
     pthread_mutex_unlock(&te->lock);
-
-    for (long i = 0; i < left.n; i++) ex->hooks.done(ex->hooks.ctx, left.v[i], EXEC_DRAINED);
-    exec_heap_fini(&left);
+    exec_heap_drained(ex, &left);
 
     int64_t end = clock_mono_ns() + (grace_ms > 0 ? grace_ms : 0) * 1000000LL;
     pthread_mutex_lock(&te->lock);
