@@ -114,7 +114,12 @@ $(OBJDIR)/gen/openapi_json.o: $(OBJDIR)/gen/openapi_json.c
 
 # The dashboard (web/), compiled in for GET /, /app.js and /app.css (server/web.c):
 # one byte array per file, named jobd_web_<file with . as _>, written like the above.
-WEB_ASSETS := web/index.html web/app.js web/app.css
+# app.js is made of web/js/*.js joined in name order (one script, one scope).
+WEB_JS := $(sort $(wildcard web/js/*.js))
+$(OBJDIR)/gen/app.js: $(WEB_JS)
+	@mkdir -p $(dir $@)
+	$(Q)cat $(WEB_JS) >$@.tmp && mv -f $@.tmp $@
+WEB_ASSETS := web/index.html $(OBJDIR)/gen/app.js web/app.css
 $(OBJDIR)/gen/web_assets.c: $(WEB_ASSETS)
 	@mkdir -p $(dir $@)
 	@echo "  GEN     $@"

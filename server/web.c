@@ -1,6 +1,7 @@
 /* web.c - GET /, /app.js, /app.css: the dashboard (SPEC §7), compiled in.
  *
- * The files of web/ are turned by the Makefile into $(OBJDIR)/gen/web_assets.c
+ * The files of web/ (app.js is the scripts of web/js joined in name order) are turned
+ * by the Makefile into $(OBJDIR)/gen/web_assets.c
  * (one NUL-terminated byte array per file and its length without the NUL), so
  * nothing is read from disk at run time and the binary serves the dashboard it
  * was built with. The page holds no data: these routes need no token, and the
