@@ -333,11 +333,17 @@ for ((r = 1; r <= RUNS; r++)); do
 done
 
 # --- (j) the storage limit -------------------------------------------------------
+# The schema comes from a database this jobd made (started and stopped once),
+# so the raw figure always uses jobd's current tables and indexes.
+start_server
+stop_server
+SCHEMA_DB=$SERVER_DIR/jobd.db
 for ((r = 1; r <= RUNS; r++)); do
     log "(j) storage limit: raw SQLite, $SQLITE_JOBS jobs, run $r/$RUNS"
     # in $TMP, where every server of this script keeps its database
-    record sqlite_limit "$r" "$("$SQLITE_LIMIT" --dir "$TMP" --jobs "$SQLITE_JOBS" || echo null)"
-    record sqlite_limit_events "$r" "$("$SQLITE_LIMIT" --dir "$TMP" --jobs "$SQLITE_JOBS" --events || echo null)"
+    record sqlite_limit "$r" "$("$SQLITE_LIMIT" --dir "$TMP" --schema "$SCHEMA_DB" --jobs "$SQLITE_JOBS" || echo null)"
+    record sqlite_limit_events "$r" \
+        "$("$SQLITE_LIMIT" --dir "$TMP" --schema "$SCHEMA_DB" --jobs "$SQLITE_JOBS" --events || echo null)"
 done
 
 # --- (k) end-to-end through batches of 100 ------------------------------------------

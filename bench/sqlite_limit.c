@@ -7,8 +7,8 @@
  * The database is jobd's own: the same pragmas as the writer connection
  * (storage/store.c: WAL, synchronous FULL, journal_size_limit 64 MiB,
  * temp_store MEMORY, cache_size 32 MiB, foreign_keys OFF), the same `jobs`
- * table with its three indexes and the same `events` table (the schema steps
- * v1 and v2, copied below), and the same INSERT / UPDATE statements and
+ * table with its indexes and the same `events` table (copied from a database
+ * jobd made: --schema), and the same INSERT / UPDATE statements and
  * bindings as storage/store_writer.c for a noop job (queued -> running ->
  * succeeded). A job's life is one INSERT and two UPDATEs that rewrite every
  * mutable column, as jobd's update does.
@@ -45,54 +45,36 @@
 #define ID_LEN 26
 #define EVENT_KEEP 100000 /* jobd's default --event-log */
 
-/* storage/store.c, schema steps v1 and v2, verbatim but for the PRAGMAs. */
-static const char schema_sql[] =
-    "CREATE TABLE jobs ("
-    " id TEXT NOT NULL PRIMARY KEY,"
-    " task TEXT NOT NULL,"
-    " args TEXT NOT NULL DEFAULT '{}',"
-    " executor TEXT,"
-    " status TEXT NOT NULL CHECK (status = 'scheduled' OR status = 'queued' OR status = 'running'"
-    "  OR status = 'succeeded' OR status = 'failed' OR status = 'cancelled'),"
-    " priority INTEGER NOT NULL DEFAULT 0,"
-    " attempt INTEGER NOT NULL DEFAULT 0,"
-    " max_attempts INTEGER NOT NULL DEFAULT 1,"
-    " timeout_ms INTEGER NOT NULL DEFAULT 0,"
-    " retry_backoff_ms INTEGER NOT NULL DEFAULT 0,"
-    " created_at_ms INTEGER NOT NULL,"
-    " scheduled_at_ms INTEGER,"
-    " started_at_ms INTEGER,"
-    " finished_at_ms INTEGER,"
-    " progress_fraction REAL,"
-    " progress_message TEXT,"
-    " result TEXT,"
-    " error_type TEXT,"
-    " error_message TEXT,"
-    " worker_pid INTEGER,"
-    " worker_thread TEXT,"
-    " batch_id TEXT,"
-    " depends_on TEXT NOT NULL DEFAULT '[]',"
-    " concurrency_key TEXT,"
-    " concurrency_limit INTEGER NOT NULL DEFAULT 0,"
-    " idempotency_key TEXT,"
-    " callback_url TEXT,"
-    " callback_status TEXT"
-    ") WITHOUT ROWID;"
-    "CREATE INDEX jobs_status ON jobs (status, id);"
-    "CREATE UNIQUE INDEX jobs_idempotency ON jobs (idempotency_key)"
-    " WHERE idempotency_key IS NOT NULL;"
-    "ALTER TABLE jobs ADD COLUMN attempts TEXT;"
-    "CREATE INDEX jobs_batch ON jobs (batch_id, status) WHERE batch_id IS NOT NULL;"
-    "CREATE TABLE events ("
-    " seq INTEGER PRIMARY KEY,"
-    " type INTEGER NOT NULL,"
-    " job_id TEXT,"
-    " batch_id TEXT,"
-    " status INTEGER,"
-    " attempt INTEGER,"
-    " at_ms INTEGER,"
-    " error_type INTEGER,"
-    " data TEXT);";
+/* The schema is not written here: it is read from a database jobd made
+ * (--schema), so it is always jobd's current one. Tables and indexes in the
+ * order jobd's migrations left them (rowid order of sqlite_schema). */
+static int copy_schema(sqlite3 *db, const char *from)
+{
+    sqlite3 *src = NULL;
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_open_v2(from, &src, SQLITE_OPEN_READONLY, NULL), ok = 0;
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(src, "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite%' "
+                                     "ORDER BY rowid", -1, &s, NULL);
+    while (rc == SQLITE_OK || rc == SQLITE_ROW) {
+        rc = sqlite3_step(s);
+        if (rc != SQLITE_ROW) break;
+        char *err = NULL;
+        if (sqlite3_exec(db, (const char *)sqlite3_column_text(s, 0), NULL, NULL, &err) != SQLITE_OK) {
+            fprintf(stderr, "sqlite_limit: schema: %s\n", err ? err : "?");
+            sqlite3_free(err);
+            rc = SQLITE_ERROR;
+            break;
+        }
+        ok++;
+    }
+    if (rc != SQLITE_DONE || ok == 0)
+        fprintf(stderr, "sqlite_limit: cannot read jobd's schema from %s: %s\n", from,
+                src ? sqlite3_errmsg(src) : "out of memory");
+    sqlite3_finalize(s);
+    sqlite3_close(src);
+    return rc == SQLITE_DONE && ok > 0 ? 0 : -1;
+}
 
 /* storage/store_writer.c */
 #define JOB_COLUMNS                                                                                \
@@ -257,8 +239,9 @@ static int exec_sql(sqlite3 *db, const char *sql)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: sqlite_limit --dir DIR [--jobs N] [--batch B] [--events] [--sync full|normal]\n"
+    fprintf(f, "usage: sqlite_limit --dir DIR --schema JOBD_DB [--jobs N] [--batch B] [--events] [--sync full|normal]\n"
                "  --dir DIR      a fresh directory is made (and removed) under DIR for the database\n"
+               "  --schema DB    a database made by jobd: its tables and indexes are copied\n"
                "  --jobs N       job lifecycles (default 200000)\n"
                "  --batch B      jobs' worth of work per transaction (default 1000)\n"
                "  --events       also write one events row per state change, as jobd does\n"
@@ -267,10 +250,10 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    const char *dir = NULL, *sync = "full";
+    const char *dir = NULL, *schema = NULL, *sync = "full";
     long jobs = 200000, batch = 1000;
     struct bench b = {0};
-    static const struct option lo[] = {{"dir", required_argument, NULL, 'd'},    {"jobs", required_argument, NULL, 'n'},
+    static const struct option lo[] = {{"dir", required_argument, NULL, 'd'}, {"schema", required_argument, NULL, 'S'},    {"jobs", required_argument, NULL, 'n'},
                                        {"batch", required_argument, NULL, 'b'},  {"events", no_argument, NULL, 'e'},
                                        {"sync", required_argument, NULL, 's'},   {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
@@ -278,6 +261,7 @@ int main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
         case 'd': dir = optarg; break;
+        case 'S': schema = optarg; break;
         case 'n': jobs = strtol(optarg, NULL, 10); break;
         case 'b': batch = strtol(optarg, NULL, 10); break;
         case 'e': b.events = true; break;
@@ -286,7 +270,7 @@ int main(int argc, char **argv)
         default: usage(stderr); return 1;
         }
     }
-    if (!dir || jobs < 1 || jobs > 100000000 || batch < 1 || batch > jobs ||
+    if (!dir || !schema || jobs < 1 || jobs > 100000000 || batch < 1 || batch > jobs ||
         (strcmp(sync, "full") != 0 && strcmp(sync, "normal") != 0)) {
         usage(stderr);
         return 1;
@@ -310,7 +294,7 @@ int main(int argc, char **argv)
              "PRAGMA journal_mode = WAL; PRAGMA synchronous = %s; PRAGMA journal_size_limit = 67108864;"
              "PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32768;",
              strcmp(sync, "full") == 0 ? "FULL" : "NORMAL");
-    if (exec_sql(b.db, pragmas) || exec_sql(b.db, "BEGIN") || exec_sql(b.db, schema_sql) ||
+    if (exec_sql(b.db, pragmas) || exec_sql(b.db, "BEGIN") || copy_schema(b.db, schema) ||
         exec_sql(b.db, "COMMIT"))
         goto out;
     if (sqlite3_prepare_v2(b.db, "BEGIN IMMEDIATE", -1, &b.begin, NULL) != SQLITE_OK ||
