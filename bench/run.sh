@@ -21,6 +21,8 @@
 #   (m) RSS with 1,000,000 jobs pending: submitted as batches of 1000 with
 #       delay 3600, so they stay `scheduled` and none runs; then (n) SIGTERM
 #       and a restart on the same database, timed until /readyz answers 200.
+#       Once more with the 1,000,000 jobs queued (no delay) behind a sleep
+#       3600 on a one-thread executor, for RSS.
 #       (m) and (n) run BENCH_BIG_RUNS times (default 1: ~1 min each).
 # Prints a table (median, min-max, ratio) and writes every raw run to
 # build/bench.json. Talks to 127.0.0.1 only. Exit status 1 when a figure could
@@ -410,6 +412,21 @@ for ((r = 1; r <= BIG_RUNS; r++)); do
     stop_server
     rm -rf "$big_dir" # ~300 MB
 done
+BIGQ1000=$("$PY" -c 'import json; print(json.dumps({"jobs": [{"task": "noop"}] * 1000}, separators=(",", ":")))')
+for ((r = 1; r <= BIG_RUNS; r++)); do
+    log "(m) RSS with $BIG_JOBS jobs queued (behind a sleep 3600 on a 1-thread executor), run $r/$BIG_RUNS"
+    start_server --executors one=thread:1 --max-queued $((BIG_JOBS * 2))
+    curl -sS --noproxy '*' -m 10 -o /dev/null -X POST -H 'Content-Type: application/json' \
+        --data '{"task":"sleep","args":{"seconds":3600}}' "http://127.0.0.1:$PORT/v1/jobs" || true
+    sub=$(lg --connections 4 --requests $((BIG_JOBS / 1000)) --method POST --path /v1/batches \
+        --body "$BIGQ1000" --timeout 60 || echo null)
+    stats=$(curl -sS --noproxy '*' -m 10 "http://127.0.0.1:$PORT/v1/stats" || echo null)
+    counts=$("$PY" -c 'import json,sys; print(json.dumps((json.loads(sys.argv[1]) or {}).get("counts")))' "$stats")
+    record big_queued "$r" "{\"jobs\": $BIG_JOBS, \"submit\": $sub, \"counts\": $counts, \"rss_kb\": $(vmrss_kb)}"
+    big_dir=$SERVER_DIR
+    stop_server
+    rm -rf "$big_dir"
+done
 
 # --- report ----------------------------------------------------------------------
 "$PY" - "$RAW" "$OUT" "$CONNS" "$(( $(date +%s) - BEGIN ))" "$JOBD" "$LOAD_BEFORE" "$BUSY_BEFORE" <<'PY' || FAILED=1
@@ -462,6 +479,7 @@ fig = {
     "e2e_batches_submit_jobs_per_s": summ(vals("e2e_batches", lambda d: d["accepted"] / d["submit"]["seconds"])),
     "rss_idle_mb": summ(vals("rss_idle", lambda d: d["rss_kb"] / 1024)),
     "rss_big_mb": summ(vals("big", lambda d: d["rss_kb"] / 1024)),
+    "rss_big_queued_mb": summ(vals("big_queued", lambda d: d["rss_kb"] / 1024)),
     "restart_big_s": summ(vals("big", lambda d: d["restart"]["seconds"] if d["restart"]["ready"] else None)),
     "restart_big_rss_mb": summ(vals("big", lambda d: d["restart"]["rss_kb"] / 1024)),
 }
@@ -549,6 +567,8 @@ big = by.get("big") or [None]
 nbig = big[0]["jobs"] if big[0] else "?"
 row("RSS with %s jobs scheduled, MiB (%d run)" % (nbig, len(by.get("big", []))), fig["rss_big_mb"], 1,
     "target <= 300")
+row("RSS with %s jobs queued, MiB (%d run)" % (nbig, len(by.get("big_queued", []))), fig["rss_big_queued_mb"], 1,
+    "target <= 300")
 row("restart with %s pending until /readyz 200, s (%d run)" % (nbig, len(by.get("big", []))),
     fig["restart_big_s"], 2, "target <= 3")
 row("  RSS after that restart, MiB", fig["restart_big_rss_mb"], 1)
@@ -568,6 +588,9 @@ for i, d in enumerate(by.get("big", []), 1):
             i, d["jobs"], sched, (d.get("submit") or {}).get("status")))
     if not d["restart"]["ready"]:
         problems.append("big run %d: /readyz never answered 200 after the restart" % i)
+for i, d in enumerate(by.get("big_queued", []), 1):
+    if d and (d.get("counts") or {}).get("queued", 0) != d["jobs"]:
+        problems.append("big_queued run %d: %d jobs submitted but counts are %s" % (i, d["jobs"], d.get("counts")))
 fw = [d for d in by.get("futures_wait", []) if d and d.get("ok")]
 row("batch of 1000 sleep 0.05 (async), accepted in ms", summ([d["batch_s"] * 1000 for d in fw]), 1)
 row("POST /v1/wait ALL_COMPLETED on them, ms", summ([d["wait_running_s"] * 1000 for d in fw]), 1,

@@ -234,7 +234,7 @@ static void batch_done(void *arg, int rc, struct job **jobs, size_t n)
         core_metrics_submitted(c, op->exec_of[i], jobs[i]);
     }
     for (size_t i = 0; i < n; i++)
-        if (jobs[i]) core__start_pending(c, jobs[i], op->exec_of[i]);
+        if (jobs[i]) core__start_pending(c, jobs[i], op->exec_of[i], true);
     free(jobs);
     if (op->cb) op->cb(op->ctx, rc, NULL);
     free(op->exec_of);

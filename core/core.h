@@ -44,6 +44,10 @@ struct core_options {
     /* Events (core/events.c): how many recent events are kept in memory for
      * live subscribers; one that falls further behind is told to resync. */
     long event_buffer; /* 0 = 8192 */
+    /* Pending jobs kept whole in memory per executor ready queue and on the
+     * timer heap; past it a job waits as a small cold entry and is read back
+     * from the database when its turn comes (core/cold.c). 0 = no limit. */
+    long resident_jobs;
     /* Callbacks (core/callbacks.c). */
     const char *callback_secret;  /* HMAC-SHA256 key for the signature header; NULL or "" = unsigned */
     int64_t callback_timeout_ms;  /* one delivery attempt at most; 0 = 10 s */

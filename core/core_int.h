@@ -185,6 +185,11 @@ struct core {
     struct hmap waiters;
     struct theap wheap;
     struct end_retry *end_retries; /* terminal updates to store again */
+    /* Cold jobs that could not be read back (core__hook_load): a lock-free
+     * stack, since the hook runs under an executor's lock and core->lock is
+     * never nested in another module's. The timer thread takes it whole. */
+    struct lost_id *_Atomic lost;
+    long resident_max;             /* core_options.resident_jobs (0: no limit) */
     struct hmap deps;  /* of struct depwait */
     struct hmap ckeys; /* of struct ckey */
     uint64_t next_token;
@@ -236,17 +241,39 @@ struct live *core__live_add(struct core *c, const struct job *job, int exec_idx,
 bool core__has_deps(const struct job *job);
 enum live_state core__live_state_of(const struct job *job);
 /* Sets a committed, live pending job (moved in) on its way: its
- * dependencies, the timer heap or its executor. */
-void core__start_pending(struct core *c, struct job *job, int exec_idx);
-/* Puts a scheduled job (moved in) on the timer heap. */
-void core__schedule_job(struct core *c, struct job *job, int exec_idx);
+ * dependencies, the timer heap or its executor. reloadable: the job equals
+ * its committed row (but for a status change from scheduled to queued), so
+ * it may be dropped from memory and read back when its turn comes (see
+ * core_options.resident_jobs). */
+void core__start_pending(struct core *c, struct job *job, int exec_idx, bool reloadable);
+/* Puts a scheduled job (moved in) on the timer heap; a reloadable one is
+ * kept cold (no job in memory) once the heap holds c->resident_max. */
+void core__schedule_job(struct core *c, struct job *job, int exec_idx, bool reloadable);
+/* Reads back a pending job kept cold, as the executor `executor` runs it
+ * (NULL: keep the stored executor): the job, or NULL (logged) when it is
+ * gone, no longer pending, or cannot be read. */
+struct job *core__load_pending(struct core *c, const char *id, const char *executor);
+/* Forgets a live job that was never started and is not held anywhere any
+ * more (drained, or lost: see core__hook_load): its executor's count and
+ * concurrency slot are given back; the database keeps it pending for the
+ * next start. */
+void core__forget_unstarted(struct core *c, const char *id);
+/* Ids that core__hook_load could not read back, handled by the timer thread. */
+struct lost_id {
+    struct lost_id *next;
+    char id[ID_LEN + 1];
+};
+/* core/cold.c: forgets each job of the list (taken from c->lost, lock not
+ * held) and frees it. */
+void core__lost_fire(struct core *c, struct lost_id *list);
 /* core/deps.c. Job `id` ended with `status` (committed; writer thread): its
  * dependents go on or are cancelled. */
 void core__deps_fire(struct core *c, const char *id, enum job_status status);
 /* Starts the wait of a live job (moved in) on its dependencies. */
 void core__deps_register(struct core *c, struct job *job, int exec_idx);
-/* Hands a queued job (moved in) to its executor, gated by its concurrency key. */
-void core__dispatch_job(struct core *c, struct job *job, int exec_idx);
+/* Hands a queued job (moved in) to its executor, gated by its concurrency
+ * key; reloadable as for core__start_pending. */
+void core__dispatch_job(struct core *c, struct job *job, int exec_idx, bool reloadable);
 /* Queues an update of the job (moved in): terminal ones end the live entry
  * and wake waiters once committed. */
 void core__store_update(struct core *c, struct job *job, int from, bool terminal, core_done_cb cb, void *ctx);
@@ -260,6 +287,8 @@ void core__end_retries_free(struct core *c);
 void core__hook_started(void *ctx, const struct job *job);
 void core__hook_progress(void *ctx, const char *job_id, double fraction, const char *message);
 void core__hook_done(void *ctx, struct job *job, enum exec_outcome outcome);
+struct job *core__hook_load(void *ctx, const char *executor, const char *job_id);
+void core__hook_dropped(void *ctx, const char *job_id);
 
 /* core/gates.c: dependencies and concurrency keys, all with c->lock held
  * (except fini, at close). */

@@ -27,14 +27,14 @@ static void make_eligible(struct core *c, struct job *job, int exec_idx)
 {
     int64_t now = clock_wall_ms();
     if (job->scheduled_at_ms > now) {
-        core__schedule_job(c, job, exec_idx);
+        core__schedule_job(c, job, exec_idx, false);
         return;
     }
     job->status = JOB_QUEUED;
     job->scheduled_at_ms = now; /* eligible from now: its queue wait starts here */
     struct job *copy = job_dup(job);
     if (copy) core__store_update(c, copy, JOB_SCHEDULED, false, NULL, NULL);
-    core__dispatch_job(c, job, exec_idx);
+    core__dispatch_job(c, job, exec_idx, false);
 }
 
 /* Ends a waiting job (moved in; live entry LIVE_FINISHING) as cancelled

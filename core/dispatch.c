@@ -97,7 +97,7 @@ static void live_remove(struct core *c, const char *id)
 }
 
 static void cancel_scheduled(struct core *c, struct job *job, int exec_idx, int from);
-static void dispatch_now(struct core *c, struct job *job, int exec_idx);
+static void dispatch_now(struct core *c, struct job *job, int exec_idx, bool reloadable);
 
 /* --- concurrency keys --- */
 
@@ -175,11 +175,10 @@ static void release_ckey(struct core *c, struct ckey *ck)
         core_ckey_maybe_free_locked(c, ck);
     }
     pthread_mutex_unlock(&c->lock);
-    for (int i = 0; i < n; i++) dispatch_now(c, go[i], go_idx[i]);
+    for (int i = 0; i < n; i++) dispatch_now(c, go[i], go_idx[i], false);
 }
 
-/* Puts a scheduled job (moved in) on the timer heap. */
-void core__schedule_job(struct core *c, struct job *job, int exec_idx)
+void core__schedule_job(struct core *c, struct job *job, int exec_idx, bool reloadable)
 {
     pthread_mutex_lock(&c->lock);
     struct live *l = live_get_locked(c, job->id);
@@ -203,13 +202,17 @@ void core__schedule_job(struct core *c, struct job *job, int exec_idx)
         cancel_scheduled(c, job, exec_idx, JOB_SCHEDULED);
         return;
     }
+    /* Cold: the timer reads it back when it is due (or a cancel does). */
+    bool cold = reloadable && c->resident_max > 0 && c->sched.n > c->resident_max;
+    if (cold) l->job = NULL;
     if (theap_peek(&c->sched) == &l->t) pthread_cond_signal(&c->timer_cv);
     pthread_mutex_unlock(&c->lock);
+    if (cold) job_free(job);
 }
 
 /* Hands a queued job (moved in) to its executor, its concurrency slot (if
  * any) already taken. */
-static void dispatch_now(struct core *c, struct job *job, int exec_idx)
+static void dispatch_now(struct core *c, struct job *job, int exec_idx, bool reloadable)
 {
     char id[ID_LEN + 1];
     memcpy(id, job->id, sizeof id);
@@ -222,7 +225,7 @@ static void dispatch_now(struct core *c, struct job *job, int exec_idx)
     }
     pthread_mutex_unlock(&c->lock);
     atomic_fetch_add(&ce->submitted, 1);
-    if (exec_submit(ce->ex, job) < 0) {
+    if (exec_submit(ce->ex, job, reloadable) < 0) {
         /* Draining: the job stays queued in the database for the next start. */
         job_free(job);
         atomic_fetch_sub(&ce->held, 1);
@@ -243,10 +246,10 @@ static void dispatch_now(struct core *c, struct job *job, int exec_idx)
 
 /* Hands a queued job (moved in) to its executor, or holds it back while its
  * concurrency key is at its limit (it then goes when a slot frees). */
-void core__dispatch_job(struct core *c, struct job *job, int exec_idx)
+void core__dispatch_job(struct core *c, struct job *job, int exec_idx, bool reloadable)
 {
     if (job->concurrency_key && !ckey_acquire(c, job, exec_idx)) return;
-    dispatch_now(c, job, exec_idx);
+    dispatch_now(c, job, exec_idx, reloadable);
 }
 
 #define END_RETRY_MS 500 /* a failed terminal update is tried again this often */
@@ -324,6 +327,19 @@ void core__end_retries_free(struct core *c)
     }
 }
 
+void core__forget_unstarted(struct core *c, const char *id)
+{
+    pthread_mutex_lock(&c->lock);
+    struct ckey *ck = take_slot_locked(c, id);
+    struct live *l = live_get_locked(c, id);
+    int idx = l ? l->exec_idx : -1;
+    pthread_mutex_unlock(&c->lock);
+    if (!l) return;
+    atomic_fetch_sub(&c->execs[idx].held, 1);
+    release_ckey(c, ck);
+    live_remove(c, id);
+}
+
 /* A non-terminal update committed (writer thread). */
 static void update_done(void *arg, int rc, struct job *job)
 {
@@ -374,11 +390,11 @@ enum live_state core__live_state_of(const struct job *job)
 
 /* Sets a committed, live pending job (moved in) on its way: waiting on its
  * dependencies, on the timer heap, or to its executor. */
-void core__start_pending(struct core *c, struct job *job, int exec_idx)
+void core__start_pending(struct core *c, struct job *job, int exec_idx, bool reloadable)
 {
     if (core__has_deps(job)) core__deps_register(c, job, exec_idx);
-    else if (job->status == JOB_SCHEDULED) core__schedule_job(c, job, exec_idx);
-    else core__dispatch_job(c, job, exec_idx);
+    else if (job->status == JOB_SCHEDULED) core__schedule_job(c, job, exec_idx, reloadable);
+    else core__dispatch_job(c, job, exec_idx, reloadable);
 }
 
 /* The insert of a submitted job committed (writer thread). The job is made
@@ -402,7 +418,7 @@ static void insert_done(void *arg, int rc, struct job *job)
         atomic_fetch_sub(&ce->held, 1);
         job_free(job);
     } else {
-        core__start_pending(c, job, op->exec_idx);
+        core__start_pending(c, job, op->exec_idx, true);
     }
 out:
     if (op->cb) op->cb(op->ctx, rc, NULL);
@@ -556,7 +572,7 @@ void core__hook_done(void *ctx, struct job *job, enum exec_outcome outcome)
             struct job *copy = job_dup(job);
             if (copy) core__store_update(c, copy, from, false, NULL, NULL);
             release_ckey(c, ck);
-            core__schedule_job(c, job, idx >= 0 ? idx : 0);
+            core__schedule_job(c, job, idx >= 0 ? idx : 0, false);
             return;
         }
         if (ce) atomic_fetch_add(&ce->failed, 1);
@@ -588,6 +604,7 @@ static void cancel_scheduled(struct core *c, struct job *job, int exec_idx, int 
 int core_job_cancel(struct core *c, const char *id)
 {
     struct job *sched_job = NULL;
+    bool cold = false;
     int idx = -1, from = JOB_SCHEDULED;
     pthread_mutex_lock(&c->lock);
     struct live *l = live_get_locked(c, id);
@@ -611,6 +628,7 @@ int core_job_cancel(struct core *c, const char *id)
             l->cancel_requested = true;
         } else if (state == LIVE_SCHEDULED) {
             theap_del(&c->sched, &l->t);
+            cold = !l->job;
             sched_job = l->job;
             l->job = NULL;
             l->state = LIVE_FINISHING;
@@ -628,6 +646,11 @@ int core_job_cancel(struct core *c, const char *id)
         return rc;
     }
     if (state == LIVE_FINISHING) return -EALREADY;
+    if (cold && !(sched_job = core__load_pending(c, id, c->execs[idx].cfg.name))) {
+        core__forget_unstarted(c, id); /* logged; it stays scheduled in the database */
+        core_waiters_fire_id(c, id, -1);
+        return -EIO;
+    }
     if (sched_job) {
         cancel_scheduled(c, sched_job, idx, from);
         return 0;

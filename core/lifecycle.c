@@ -35,8 +35,8 @@ static void *timer_main(void *arg)
     pthread_mutex_lock(&c->lock);
     while (!c->stop_timer) {
         int64_t now_wall = clock_wall_ms(), now_mono = clock_mono_ms();
-        struct job *due = NULL; /* chained through a small array below */
-        struct job *batch[256];
+        struct job *batch[256]; /* NULL: cold, read back below */
+        char ids[256][ID_LEN + 1];
         int exec_of[256];
         int n = 0;
         struct tnode *t;
@@ -44,12 +44,13 @@ static void *timer_main(void *arg)
             struct live *l = CONTAINER_OF(t, struct live, t);
             theap_del(&c->sched, t);
             batch[n] = l->job;
+            memcpy(ids[n], l->id, sizeof ids[n]);
             exec_of[n] = l->exec_idx;
             l->job = NULL;
             l->state = LIVE_QUEUED;
             n++;
         }
-        (void)due;
+        struct lost_id *lost = atomic_exchange(&c->lost, NULL);
         struct waiter *expired = core_waiters_take_expired_locked(c, now_mono);
         /* Failed terminal updates that are due again (see struct end_retry). */
         struct end_retry *retry = NULL, **rp = &c->end_retries;
@@ -63,17 +64,25 @@ static void *timer_main(void *arg)
                 rp = &r->next;
             }
         }
-        if (n || expired || retry) {
+        if (n || expired || retry || lost) {
             pthread_mutex_unlock(&c->lock);
             for (int i = 0; i < n; i++) {
                 struct job *job = batch[i];
+                bool cold = !job;
+                if (cold && !(job = core__load_pending(c, ids[i], c->execs[exec_of[i]].cfg.name))) {
+                    core__forget_unstarted(c, ids[i]); /* logged; it stays scheduled in the database */
+                    core_waiters_fire_id(c, ids[i], -1);
+                    continue;
+                }
                 job->status = JOB_QUEUED;
                 struct job *copy = job_dup(job);
                 if (copy) core__store_update(c, copy, JOB_SCHEDULED, false, NULL, NULL);
-                core__dispatch_job(c, job, exec_of[i]);
+                /* Read back, it equals its row: it may go cold again in the executor. */
+                core__dispatch_job(c, job, exec_of[i], cold);
             }
             core_waiters_fire_list(expired);
             core__end_retries_fire(c, retry);
+            core__lost_fire(c, lost);
             pthread_mutex_lock(&c->lock);
             continue;
         }
@@ -148,7 +157,7 @@ static void recover_one(void *arg, struct job *job)
         rc->waiting_idx[rc->n_waiting++] = idx;
         return;
     }
-    core__start_pending(c, job, idx);
+    core__start_pending(c, job, idx, true);
 }
 
 int core_open(const struct core_options *opt, struct core **out)
@@ -173,13 +182,20 @@ int core_open(const struct core_options *opt, struct core **out)
         rc = -ENOMEM;
         goto fail;
     }
-    struct exec_hooks hooks = {.started = core__hook_started, .done = core__hook_done, .progress = core__hook_progress, .ctx = c};
+    c->resident_max = opt->resident_jobs;
+    struct exec_hooks hooks = {.started = core__hook_started,
+                               .done = core__hook_done,
+                               .progress = core__hook_progress,
+                               .load = core__hook_load,
+                               .dropped = core__hook_dropped,
+                               .ctx = c};
     for (int i = 0; i < opt->n_executors; i++) {
         struct core_exec *ce = &c->execs[i];
         ce->cfg = opt->executors[i];
         struct exec_config ec = {.name = ce->cfg.name,
                                  .kind = ce->cfg.kind,
                                  .size = ce->cfg.size,
+                                 .resident_max = opt->resident_jobs,
                                  .worker_argv = opt->worker_argv,
                                  .memory_mb = ce->cfg.memory_mb,
                                  .cpu_seconds = ce->cfg.cpu_seconds};
@@ -303,6 +319,10 @@ void core_close(struct core *c)
         }
     }
     core__end_retries_free(c);
+    for (struct lost_id *l = atomic_exchange(&c->lost, NULL), *next; l; l = next) {
+        next = l->next;
+        free(l);
+    }
     hmap_fini(&c->live);
     hmap_fini(&c->waiters);
     core_gates_fini(c);

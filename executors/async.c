@@ -417,12 +417,14 @@ static void pump(struct async_exec *ae)
                 starved = n == 0;
                 break;
             }
+            struct job *job = exec_heap_pop(&ae->base, &ae->heap);
+            if (!job) break; /* its cold entries could not be read back */
             struct ajob *r = ae->spare;
             ae->spare = r->next;
             ae->nspare--;
             r->next = NULL;
             r->ae = ae;
-            r->job = exec_heap_pop(&ae->heap);
+            r->job = job;
             memcpy(r->id, r->job->id, sizeof r->id);
             r->started_at_ms = now_ms;
             index_put(ae, r);
@@ -496,7 +498,7 @@ static void *loop_main(void *arg)
 
 /* ---- the executor interface ---------------------------------------------- */
 
-static int ae_submit(struct executor *ex, struct job *job)
+static int ae_submit(struct executor *ex, struct job *job, bool reloadable)
 {
     struct async_exec *ae = (struct async_exec *)ex;
     bool wake = false;
@@ -506,7 +508,7 @@ static int ae_submit(struct executor *ex, struct job *job)
         rc = -ESHUTDOWN;
         goto out;
     }
-    rc = exec_heap_push(&ae->heap, job);
+    rc = exec_heap_push(ex, &ae->heap, job, reloadable);
     /* With every slot busy the loop pops by itself when a job ends. */
     wake = rc == 0 && ae->busy < ex->size;
 out:
@@ -521,7 +523,7 @@ static int ae_cancel(struct executor *ex, const char *job_id)
     struct job *queued = NULL;
     bool running = false;
     pthread_mutex_lock(&ae->lock);
-    queued = exec_heap_remove_id(&ae->heap, job_id);
+    queued = exec_heap_remove_id(ex, &ae->heap, job_id);
     if (!queued) {
         struct ajob *r = index_get(ae, job_id);
         if (r) {

@@ -25,7 +25,10 @@ int exec_new(const struct exec_config *cfg, const struct task_registry *tasks, c
     }
 }
 
-int exec_submit(struct executor *ex, struct job *job) { return ex->vt->submit(ex, job); }
+int exec_submit(struct executor *ex, struct job *job, bool reloadable)
+{
+    return ex->vt->submit(ex, job, reloadable && ex->hooks.load && ex->resident_max > 0);
+}
 int exec_cancel(struct executor *ex, const char *job_id) { return ex->vt->cancel(ex, job_id); }
 void exec_get_stats(struct executor *ex, struct exec_stats *out) { ex->vt->stats(ex, out); }
 int exec_workers(struct executor *ex, struct exec_worker *out, int max)
@@ -47,6 +50,7 @@ int exec_base_init(struct executor *ex, const struct exec_vtable *vt, const stru
     ex->vt = vt;
     ex->kind = cfg->kind;
     ex->size = cfg->size;
+    ex->resident_max = cfg->resident_max > 0 ? cfg->resident_max : 0;
     ex->hooks = *hooks;
     ex->tasks = tasks;
     ex->name = strdup(cfg->name);
@@ -101,9 +105,16 @@ int exec_job_cmp(const struct job *a, const struct job *b)
     return strcmp(a->id, b->id);
 }
 
+/* exec_job_cmp on entries (a cold entry keeps the priority and id). */
+static int qent_cmp(const struct exec_qent *a, const struct exec_qent *b)
+{
+    if (a->priority != b->priority) return a->priority > b->priority ? -1 : 1;
+    return strcmp(a->id, b->id);
+}
+
 static void heap_swap(struct exec_heap *h, long i, long j)
 {
-    struct job *t = h->v[i];
+    struct exec_qent t = h->v[i];
     h->v[i] = h->v[j];
     h->v[j] = t;
 }
@@ -112,7 +123,7 @@ static void heap_up(struct exec_heap *h, long i)
 {
     while (i > 0) {
         long p = (i - 1) / 2;
-        if (exec_job_cmp(h->v[i], h->v[p]) >= 0) break;
+        if (qent_cmp(&h->v[i], &h->v[p]) >= 0) break;
         heap_swap(h, i, p);
         i = p;
     }
@@ -122,48 +133,81 @@ static void heap_down(struct exec_heap *h, long i)
 {
     for (;;) {
         long l = 2 * i + 1, r = l + 1, m = i;
-        if (l < h->n && exec_job_cmp(h->v[l], h->v[m]) < 0) m = l;
-        if (r < h->n && exec_job_cmp(h->v[r], h->v[m]) < 0) m = r;
+        if (l < h->n && qent_cmp(&h->v[l], &h->v[m]) < 0) m = l;
+        if (r < h->n && qent_cmp(&h->v[r], &h->v[m]) < 0) m = r;
         if (m == i) return;
         heap_swap(h, i, m);
         i = m;
     }
 }
 
-int exec_heap_push(struct exec_heap *h, struct job *job)
+/* Takes entry i out, keeping the heap in order. */
+static struct exec_qent heap_remove_at(struct exec_heap *h, long i)
+{
+    struct exec_qent e = h->v[i];
+    h->v[i] = h->v[--h->n];
+    if (i < h->n) {
+        heap_up(h, i);
+        heap_down(h, i);
+    }
+    return e;
+}
+
+/* Makes entry i resident: true, or false when its load failed and the entry
+ * was removed (the heap changed: callers look again). */
+static bool heap_warm(struct executor *ex, struct exec_heap *h, long i)
+{
+    if (h->v[i].job) return true;
+    struct job *job = ex->hooks.load(ex->hooks.ctx, ex->name, h->v[i].id);
+    if (!job) {
+        heap_remove_at(h, i);
+        return false;
+    }
+    h->v[i].job = job;
+    return true;
+}
+
+int exec_heap_push(struct executor *ex, struct exec_heap *h, struct job *job, bool reloadable)
 {
     if (h->n == h->cap) {
         long cap = h->cap ? h->cap * 2 : 64;
-        struct job **v = realloc(h->v, (size_t)cap * sizeof *v);
+        struct exec_qent *v = realloc(h->v, (size_t)cap * sizeof *v);
         if (!v) return -ENOMEM;
         h->v = v;
         h->cap = cap;
     }
-    h->v[h->n] = job;
+    struct exec_qent *e = &h->v[h->n];
+    e->priority = job->priority;
+    memcpy(e->id, job->id, sizeof e->id);
+    e->job = job;
+    if (reloadable && ex->resident_max > 0 && h->n >= ex->resident_max) {
+        e->job = NULL;
+        job_free(job);
+    }
     heap_up(h, h->n++);
     return 0;
 }
 
-struct job *exec_heap_pop(struct exec_heap *h)
+struct job *exec_heap_peek(struct executor *ex, struct exec_heap *h)
 {
-    if (h->n == 0) return NULL;
-    struct job *top = h->v[0];
-    h->v[0] = h->v[--h->n];
-    if (h->n) heap_down(h, 0);
+    while (h->n > 0 && !heap_warm(ex, h, 0)) {
+    }
+    return h->n > 0 ? h->v[0].job : NULL;
+}
+
+struct job *exec_heap_pop(struct executor *ex, struct exec_heap *h)
+{
+    struct job *top = exec_heap_peek(ex, h);
+    if (top) heap_remove_at(h, 0);
     return top;
 }
 
-struct job *exec_heap_remove_id(struct exec_heap *h, const char *id)
+struct job *exec_heap_remove_id(struct executor *ex, struct exec_heap *h, const char *id)
 {
     for (long i = 0; i < h->n; i++) {
-        if (strcmp(h->v[i]->id, id) != 0) continue;
-        struct job *found = h->v[i];
-        h->v[i] = h->v[--h->n];
-        if (i < h->n) {
-            heap_up(h, i);
-            heap_down(h, i);
-        }
-        return found;
+        if (strcmp(h->v[i].id, id) != 0) continue;
+        if (!heap_warm(ex, h, i)) return NULL;
+        return heap_remove_at(h, i).job;
     }
     return NULL;
 }
@@ -184,7 +228,12 @@ struct exec_heap exec_heap_take(struct exec_heap *h)
 
 void exec_heap_drained(struct executor *ex, struct exec_heap *left)
 {
-    for (long i = 0; i < left->n; i++) ex->hooks.done(ex->hooks.ctx, left->v[i], EXEC_DRAINED);
+    for (long i = 0; i < left->n; i++) {
+        if (left->v[i].job)
+            ex->hooks.done(ex->hooks.ctx, left->v[i].job, EXEC_DRAINED);
+        else if (ex->hooks.dropped)
+            ex->hooks.dropped(ex->hooks.ctx, left->v[i].id);
+    }
     exec_heap_fini(left);
 }
 

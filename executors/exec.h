@@ -39,6 +39,15 @@ struct exec_hooks {
     void (*done)(void *ctx, struct job *job, enum exec_outcome outcome);
     /* Progress reported by a running task (throttled by the executor). */
     void (*progress)(void *ctx, const char *job_id, double fraction, const char *message);
+    /* Reads back a job that waited cold in the ready queue (see
+     * exec_config.resident_max), status queued, executor set to this
+     * executor's name. Returns it (moved to the executor), or NULL when it is
+     * gone or cannot be read: the callee then forgets the job itself, and the
+     * executor drops the entry. Called WITH the executor's lock held (the
+     * one exception to the rule above): it must not call into the executor. */
+    struct job *(*load)(void *ctx, const char *executor, const char *job_id);
+    /* A cold job was drained (the equivalent of done(EXEC_DRAINED)). */
+    void (*dropped)(void *ctx, const char *job_id);
     void *ctx;
 };
 
@@ -46,6 +55,11 @@ struct exec_config {
     const char *name; /* copied */
     unsigned kind;    /* TASK_KIND_* */
     int size;         /* workers / concurrent jobs, >= 1 */
+    /* Ready-queue entries that keep their job in memory: past this many,
+     * jobs submitted as reloadable wait as a small cold entry and are read
+     * back through hooks.load (which must then be set) when their turn
+     * comes. 0 = no limit. */
+    long resident_max;
     /* Process executors only. */
     const char *const *worker_argv; /* how to start a worker: argv[0] is the jobd binary; NULL-terminated */
     long memory_mb;   /* RLIMIT_AS of each worker, 0 = none */
@@ -65,8 +79,10 @@ int exec_new(const struct exec_config *cfg, const struct task_registry *tasks, c
              struct executor **out);
 
 /* Hands a job (status queued, attempt not yet incremented) to the executor.
- * On success the job is moved; on error (-ESHUTDOWN after drain) the caller keeps it. */
-int exec_submit(struct executor *ex, struct job *job);
+ * On success the job is moved; on error (-ESHUTDOWN after drain) the caller
+ * keeps it. reloadable: the job equals its stored record (but for the status
+ * queued), so the executor may free it and read it back through hooks.load. */
+int exec_submit(struct executor *ex, struct job *job, bool reloadable);
 
 /* Cancels a queued or running job by id: a queued one is removed and reported
  * done with EXEC_CANCELLED; a running one is told to stop (how depends on the

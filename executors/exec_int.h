@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 struct exec_vtable {
-    int (*submit)(struct executor *ex, struct job *job);
+    int (*submit)(struct executor *ex, struct job *job, bool reloadable);
     int (*cancel)(struct executor *ex, const char *job_id);
     void (*stats)(struct executor *ex, struct exec_stats *out);
     int (*workers)(struct executor *ex, struct exec_worker *out, int max);
@@ -23,6 +23,7 @@ struct executor {
     char *name;
     unsigned kind;
     int size;
+    long resident_max; /* see exec_config; 0 = every queued job stays in memory */
     struct exec_hooks hooks;
     const struct task_registry *tasks;
 };
@@ -41,21 +42,39 @@ void exec_worker_fill(struct exec_worker *w, int slot, int pid, const char *thre
  * Returns < 0 when a runs before b. */
 int exec_job_cmp(const struct job *a, const struct job *b);
 
-/* A binary heap of jobs in exec_job_cmp order. Not thread-safe: the owner's
- * lock guards it. */
+/* A binary heap of queued jobs in exec_job_cmp order. Not thread-safe: the
+ * owner's lock guards it, and every function below is called with it held.
+ *
+ * An entry is *resident* (it holds the job) or *cold* (only its id and
+ * priority, ~48 bytes): exec_heap_push() keeps a reloadable job cold when
+ * the heap already has ex->resident_max entries, and the job is read back
+ * through hooks.load when it reaches the top (peek, pop) or is removed by
+ * id. A cold entry whose load fails is dropped (the hook has told the
+ * dispatcher). So a million queued jobs cost ~50 MB here, not ~500 MB. */
+struct exec_qent {
+    struct job *job; /* NULL: cold */
+    int64_t priority;
+    char id[ID_LEN + 1];
+};
 struct exec_heap {
-    struct job **v;
+    struct exec_qent *v;
     long n, cap;
 };
-int exec_heap_push(struct exec_heap *h, struct job *job); /* 0 or -ENOMEM */
-struct job *exec_heap_pop(struct exec_heap *h);            /* NULL when empty */
-/* Removes and returns the job with this id, or NULL. O(n). */
-struct job *exec_heap_remove_id(struct exec_heap *h, const char *id);
+/* 0 or -ENOMEM (the caller keeps the job). The job is moved in on success;
+ * when kept cold it is freed at once. */
+int exec_heap_push(struct executor *ex, struct exec_heap *h, struct job *job, bool reloadable);
+/* The job that runs next (loaded if cold, still in the heap), or NULL when
+ * the heap is (or, after failed loads, became) empty. */
+struct job *exec_heap_peek(struct executor *ex, struct exec_heap *h);
+struct job *exec_heap_pop(struct executor *ex, struct exec_heap *h); /* NULL when empty */
+/* Removes and returns the job with this id (loaded if cold), or NULL. O(n). */
+struct job *exec_heap_remove_id(struct executor *ex, struct exec_heap *h, const char *id);
 void exec_heap_fini(struct exec_heap *h); /* frees the array, not the jobs */
 /* The first half of every drain: moves the ready heap out of *h (left
  * empty) - call it under the executor's lock, with its draining flag set -
  * then, with no lock held, exec_heap_drained() reports each job in it
- * EXEC_DRAINED (they stay queued in the database) and frees the heap. */
+ * EXEC_DRAINED (each cold one through hooks.dropped: they stay queued in the
+ * database) and frees the heap. */
 struct exec_heap exec_heap_take(struct exec_heap *h);
 void exec_heap_drained(struct executor *ex, struct exec_heap *left);
 

@@ -199,13 +199,15 @@ static void dispatch(struct proc_exec *pe)
         for (int i = 0; i < pe->base.size && pe->heap.n > 0; i++) {
             struct slot *s = &pe->slots[i];
             if (!slot_live(s) || s->n != d) continue;
-            const struct task_def *def = task_find(pe->base.tasks, pe->heap.v[0]->task);
+            struct job *next = exec_heap_peek(&pe->base, &pe->heap);
+            if (!next) break; /* its cold entries could not be read back */
+            const struct task_def *def = task_find(pe->base.tasks, next->task);
             if (d > 0) {
                 bool ok = task_fast(pe, def);
                 for (int k = 0; k < s->n && ok; k++) ok = task_fast(pe, s->fl[k].def) && !s->fl[k].cancel;
                 if (!ok) continue;
             }
-            struct job *job = exec_heap_pop(&pe->heap);
+            struct job *job = exec_heap_pop(&pe->base, &pe->heap);
             s->fl[s->n++] = (struct flight){.job = job, .def = def};
             pe->held++;
             pe->unstarted++;
@@ -370,13 +372,13 @@ static void *io_main(void *arg)
 
 /* ---- the interface ---------------------------------------------------------- */
 
-static int pe_submit(struct executor *ex, struct job *job)
+static int pe_submit(struct executor *ex, struct job *job, bool reloadable)
 {
     struct proc_exec *pe = (struct proc_exec *)ex;
     int rc = -ESHUTDOWN;
     bool do_wake = false;
     pthread_mutex_lock(&pe->lock);
-    if (!pe->draining && (rc = exec_heap_push(&pe->heap, job)) == 0 && pe->idle_slots > 0 && !pe->wake_pending)
+    if (!pe->draining && (rc = exec_heap_push(ex, &pe->heap, job, reloadable)) == 0 && pe->idle_slots > 0 && !pe->wake_pending)
         do_wake = pe->wake_pending = true;
     pthread_mutex_unlock(&pe->lock);
     if (do_wake) wake(pe);
@@ -388,7 +390,7 @@ static int pe_cancel(struct executor *ex, const char *job_id)
     struct proc_exec *pe = (struct proc_exec *)ex;
     int rc = -ENOENT;
     pthread_mutex_lock(&pe->lock);
-    struct job *queued = exec_heap_remove_id(&pe->heap, job_id);
+    struct job *queued = exec_heap_remove_id(ex, &pe->heap, job_id);
     for (int i = 0; i < ex->size && !queued && rc != 0; i++) {
         struct slot *s = &pe->slots[i];
         for (int k = 0; k < s->n; k++) {

@@ -62,7 +62,7 @@ static enum leave leave_locked(struct proc_exec *pe, const struct flight *f)
 {
     if (f->cancel) return LEAVE_CANCELLED;
     if (pe->draining) return LEAVE_DRAINED;
-    if (exec_heap_push(&pe->heap, f->job) < 0) return LEAVE_LOST;
+    if (exec_heap_push(&pe->base, &pe->heap, f->job, false) < 0) return LEAVE_LOST;
     pe->held--;
     return LEAVE_REQUEUED;
 }

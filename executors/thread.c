@@ -156,7 +156,8 @@ static void *worker_main(void *arg)
             te->idle--;
         }
         if (te->stop_workers) break;
-        struct job *job = exec_heap_pop(&te->heap);
+        struct job *job = exec_heap_pop(&te->base, &te->heap);
+        if (!job) continue; /* its cold entries could not be read back */
         s->job = job;
         s->started_at_ms = clock_wall_ms();
         atomic_store(&s->stop, 0);
@@ -190,7 +191,7 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-static int te_submit(struct executor *ex, struct job *job)
+static int te_submit(struct executor *ex, struct job *job, bool reloadable)
 {
     struct thread_exec *te = (struct thread_exec *)ex;
     int rc = 0;
@@ -199,7 +200,7 @@ static int te_submit(struct executor *ex, struct job *job)
         rc = -ESHUTDOWN;
         goto out;
     }
-    rc = exec_heap_push(&te->heap, job);
+    rc = exec_heap_push(ex, &te->heap, job, reloadable);
     if (rc == 0 && te->idle > 0) pthread_cond_signal(&te->work_cv);
 out:
     pthread_mutex_unlock(&te->lock);
@@ -212,7 +213,7 @@ static int te_cancel(struct executor *ex, const char *job_id)
     struct job *queued = NULL;
     struct slot *running = NULL;
     pthread_mutex_lock(&te->lock);
-    queued = exec_heap_remove_id(&te->heap, job_id);
+    queued = exec_heap_remove_id(ex, &te->heap, job_id);
     if (!queued) {
         for (int i = 0; i < ex->size; i++) {
             if (te->slots[i].job && strcmp(te->slots[i].job->id, job_id) == 0) {

@@ -437,6 +437,8 @@ static const struct setting settings[] = {
      "on SIGTERM, how long running jobs may take to finish"},
     {"max-queued", "N", "JOBD_MAX_QUEUED", T_LONG, "100000", 1, MAX_QUEUED_MAX, FIELD(max_queued),
      "jobs waiting per executor at most (unless it sets its own); past it submits get 429"},
+    {"resident-jobs", "N", "JOBD_RESIDENT_JOBS", T_LONG, "20000", 0, MAX_QUEUED_MAX, FIELD(resident_jobs),
+     "pending jobs per queue kept whole in memory; the rest wait as ~170-byte entries (0: all)"},
     {"insecure-no-auth", NULL, "JOBD_INSECURE_NO_AUTH", T_BOOL, "off", 0, 0, FIELD(insecure_no_auth),
      "allow a non-loopback --listen without a token (anyone who reaches it can run jobs)"},
     {"retention", "DURATION", "JOBD_RETENTION", T_DURATION_MS, "7d", 0, RETENTION_MAX_S, FIELD(retention_ms),

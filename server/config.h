@@ -47,6 +47,7 @@ struct config {
     int64_t heartbeat_ms;        /* SSE comment heartbeat interval */
     long event_log;              /* events the durable log keeps */
     long event_buffer;           /* recent events kept in memory for live SSE clients */
+    long resident_jobs;          /* pending jobs kept whole in memory per queue; 0 = all */
     /* Owned (heap): freed by config_free(). */
     char *plugins[CONFIG_MAX_PLUGINS]; /* --plugin PATH (repeatable), JOBD_PLUGINS (a:b), file "plugins" */
     int n_plugins;

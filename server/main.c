@@ -228,6 +228,7 @@ int main(int argc, char **argv)
                               .worker_argv = worker_argv,
                               .retention_ms = cfg.retention_ms,
                               .event_buffer = cfg.event_buffer,
+                              .resident_jobs = cfg.resident_jobs,
                               .callback_secret = cfg.callback_secret,
                               .callback_timeout_ms = cfg.callback_timeout_ms,
                               .callback_max_attempts = cfg.callback_attempts,

@@ -114,6 +114,7 @@ struct env {
     struct core *c;
     const struct core_executor_config *cfg;
     int n_cfg;
+    long resident; /* core_options.resident_jobs */
 };
 
 static const struct core_executor_config k_two[] = {
@@ -132,18 +133,26 @@ static inline void env_open_store(struct env *e)
 
 static inline void env_open_core(struct env *e)
 {
-    struct core_options co = {.executors = e->cfg, .n_executors = e->n_cfg, .tasks = g_reg, .store = e->st};
+    struct core_options co = {
+        .executors = e->cfg, .n_executors = e->n_cfg, .tasks = g_reg, .store = e->st, .resident_jobs = e->resident};
     if (core_open(&co, &e->c) != 0) abort();
 }
 
-static inline void env_open(struct env *e, const struct core_executor_config *cfg, int n)
+/* resident: core_options.resident_jobs (0: every pending job in memory). */
+static inline void env_open_resident(struct env *e, const struct core_executor_config *cfg, int n, long resident)
 {
     memset(e, 0, sizeof *e);
     tmp_make(&e->tmp, "core");
     e->cfg = cfg;
     e->n_cfg = n;
+    e->resident = resident;
     env_open_store(e);
     env_open_core(e);
+}
+
+static inline void env_open(struct env *e, const struct core_executor_config *cfg, int n)
+{
+    env_open_resident(e, cfg, n, 0);
 }
 
 static inline void env_close(struct env *e)

@@ -226,7 +226,7 @@ static inline struct job *make_job(const char *task, const char *args)
 static inline int submit(struct executor *ex, struct job *j, char *id_out)
 {
     if (id_out) memcpy(id_out, j->id, ID_LEN + 1);
-    int rc = exec_submit(ex, j);
+    int rc = exec_submit(ex, j, false);
     if (rc) job_free(j); /* on error the caller keeps the job */
     return rc;
 }

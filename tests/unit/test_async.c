@@ -655,7 +655,7 @@ static void test_drain_returns_queued_stops_running_refuses_submits(void)
     CHECK_EQ_INT(lg.n_started, 1);
 
     struct job *late = make_job("noop", NULL);
-    CHECK_EQ_INT(exec_submit(ex, late), -ESHUTDOWN);
+    CHECK_EQ_INT(exec_submit(ex, late, false), -ESHUTDOWN);
     CHECK_EQ_STR(late->task, "noop"); /* still ours (ASan would see a use after free) */
     job_free(late);
     exec_drain(ex, 100); /* idempotent */

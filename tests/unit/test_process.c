@@ -585,7 +585,7 @@ static void test_drain_returns_queued_stops_running_refuses_submits(void)
     CHECK(pid_gone(pid));
 
     struct job *late = make_job("noop", NULL);
-    CHECK_EQ_INT(exec_submit(ex, late), -ESHUTDOWN);
+    CHECK_EQ_INT(exec_submit(ex, late, false), -ESHUTDOWN);
     CHECK_EQ_STR(late->task, "noop"); /* still ours */
     job_free(late);
     exec_drain(ex, 100); /* idempotent */
