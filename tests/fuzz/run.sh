@@ -13,7 +13,8 @@
 #       regressions. A crash input is left in build/fuzz/crashes/<target>/;
 #       keep it as tests/fuzz/regressions/<target>/<what-broke> once fixed.
 #       Prints runs, exec/s and coverage per target, then "N passed, N failed"
-#       (one test per target).
+#       (one test per target). FUZZ_JOBS (default 1) targets run at once:
+#       CI uses 2, one per core.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 mode=${1:?usage: run.sh replay|fuzz OBJDIR [SECONDS]}
@@ -21,7 +22,7 @@ objdir=${2:?OBJDIR}
 seconds=${3:-60}
 targets="fuzz_job_spec fuzz_config fuzz_worker_wire fuzz_router"
 passed=0 failed=0
-log=build/fuzz-$mode.log
+log=build/fuzz-$mode-$(basename "$objdir").log # asan and tsan replay at once in CI
 mkdir -p build && : >"$log"
 
 inputs() { # the input dirs of target $1 that hold files
@@ -59,30 +60,45 @@ replay)
   ;;
 fuzz)
   work=build/fuzz/work
-  for t in $targets; do
-    bin=$objdir/fuzz/$t
-    if [ ! -x "$bin" ]; then echo "  $t: $bin is missing"; failed=$((failed + 1)); continue; fi
+  # fuzz_one TARGET: fuzzes it and leaves its report line in $work/TARGET/result
+  # and "ok" or "failed" in $work/TARGET/status.
+  fuzz_one() {
+    local t=$1 bin=$objdir/fuzz/$1 start rc secs runs cov units rate
     rm -rf "${work:?}/$t" && mkdir -p "$work/$t/corpus" "build/fuzz/crashes/$t"
+    if [ ! -x "$bin" ]; then
+      echo "  $t: $bin is missing" >"$work/$t/result"; echo failed >"$work/$t/status"; return
+    fi
     [ -d "tests/fuzz/corpus/$t" ] && cp -p tests/fuzz/corpus/"$t"/* "$work/$t/corpus/" 2>/dev/null
     mapfile -t extra < <([ -d "tests/fuzz/regressions/$t" ] && [ -n "$(ls -A "tests/fuzz/regressions/$t")" ] && echo "tests/fuzz/regressions/$t")
     start=$(date +%s)
     "$bin" -max_total_time="$seconds" -rss_limit_mb=1024 -timeout=10 -print_final_stats=1 \
       -artifact_prefix="build/fuzz/crashes/$t/" "$work/$t/corpus" "${extra[@]}" >"$work/$t/log" 2>&1 </dev/null
     rc=$?
-    cat "$work/$t/log" >>"$log"
     secs=$(( $(date +%s) - start ))
     runs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$work/$t/log" | grep -oE '[0-9]+$' || true)
     cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$work/$t/log" | tail -1)
     units=$(find "$work/$t/corpus" -type f | wc -l)
     rate=$(( ${runs:-0} / (secs > 0 ? secs : 1) ))
     if [ $rc -eq 0 ]; then
-      printf '  %-18s ok: %s runs in %s s (%s exec/s), %s, corpus %s\n' "$t" "${runs:-?}" "$secs" "$rate" "${cov:-cov ?}" "$units"
-      passed=$((passed + 1))
+      printf '  %-18s ok: %s runs in %s s (%s exec/s), %s, corpus %s\n' "$t" "${runs:-?}" "$secs" "$rate" "${cov:-cov ?}" "$units" >"$work/$t/result"
+      echo ok >"$work/$t/status"
     else
-      printf '  %-18s FAILED (exit %s) after %s s; crash input(s) in build/fuzz/crashes/%s/:\n' "$t" "$rc" "$secs" "$t"
-      grep -E 'ERROR|FUZZ_CHECK|SUMMARY|runtime error|Test unit written' "$work/$t/log" | head -12 | sed 's/^/    /'
-      failed=$((failed + 1))
+      { printf '  %-18s FAILED (exit %s) after %s s; crash input(s) in build/fuzz/crashes/%s/:\n' "$t" "$rc" "$secs" "$t"
+        grep -E 'ERROR|FUZZ_CHECK|SUMMARY|runtime error|Test unit written' "$work/$t/log" | head -12 | sed 's/^/    /'
+      } >"$work/$t/result"
+      echo failed >"$work/$t/status"
     fi
+  }
+  jobs_max=${FUZZ_JOBS:-1}
+  for t in $targets; do
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do wait -n; done
+    fuzz_one "$t" &
+  done
+  wait
+  for t in $targets; do
+    cat "$work/$t/result"
+    [ -f "$work/$t/log" ] && cat "$work/$t/log" >>"$log"
+    if [ "$(cat "$work/$t/status" 2>/dev/null)" = ok ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
   done
   ;;
 *) echo "usage: run.sh replay|fuzz OBJDIR [SECONDS]" >&2; exit 2 ;;
