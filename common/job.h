@@ -94,6 +94,11 @@ int job_error_type_parse(const char *name, enum job_error_type *out);
  * (cJSON_Delete). Returns NULL when out of memory. */
 cJSON *job_to_json(const struct job *job);
 
+/* The same document as text, written without a cJSON tree (common/job_text.c):
+ * what replies about one job send. Caller frees; *len (may be NULL) gets its
+ * length. NULL when out of memory. */
+char *job_json_text(const struct job *job, size_t *len);
+
 /* Adds "name": an RFC 3339 time, or null when ms <= 0 ("not yet"). */
 void job_json_add_time(cJSON *o, const char *name, int64_t ms);
 

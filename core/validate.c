@@ -94,17 +94,20 @@ static int get_number(const cJSON *spec, const char *name, const char *prefix, d
                       double *out, bool *present, struct api_err *err)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(spec, name);
-    char field[128];
-    snprintf(field, sizeof field, "%s%s", prefix, name);
+    char field[128]; /* the field's path, made only for an error: this runs ~10 times per submit */
     *present = false;
     if (!v || cJSON_IsNull(v)) return 0;
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) {
+        snprintf(field, sizeof field, "%s%s", prefix, name);
         return api_err_set(err, API_INVALID_ARGUMENT, field, "%s must be %s from %g to %g.", field,
                            integer ? "an integer" : "a number", lo, hi);
+    }
     double d = v->valuedouble;
-    if ((integer && d != floor(d)) || d < lo || d > hi)
+    if ((integer && d != floor(d)) || d < lo || d > hi) {
+        snprintf(field, sizeof field, "%s%s", prefix, name);
         return api_err_set(err, API_INVALID_ARGUMENT, field, "%s must be %s from %g to %g, got %g.", field,
                            integer ? "an integer" : "a number", lo, hi, d);
+    }
     *out = d;
     *present = true;
     return 0;
@@ -116,12 +119,13 @@ static int get_string(const cJSON *spec, const char *name, const char *prefix, s
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(spec, name);
     char field[128];
-    snprintf(field, sizeof field, "%s%s", prefix, name);
     *out = NULL;
     if (!v || cJSON_IsNull(v)) return 0;
-    if (!cJSON_IsString(v) || !v->valuestring[0] || strlen(v->valuestring) > max_len)
+    if (!cJSON_IsString(v) || !v->valuestring[0] || strlen(v->valuestring) > max_len) {
+        snprintf(field, sizeof field, "%s%s", prefix, name);
         return api_err_set(err, API_INVALID_ARGUMENT, field, "%s must be a non-empty string of at most %zu bytes.",
                            field, max_len);
+    }
     *out = v->valuestring;
     return 0;
 }
@@ -147,9 +151,9 @@ static int get_depends_on(struct core *c, const cJSON *spec, const char *prefix,
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(spec, "depends_on");
     char field[160];
-    snprintf(field, sizeof field, "%sdepends_on", prefix);
     *out = NULL;
     if (!v || cJSON_IsNull(v)) return 0;
+    snprintf(field, sizeof field, "%sdepends_on", prefix);
     if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > MAX_DEPS)
         return api_err_set(err, API_INVALID_ARGUMENT, field, "%s must be an array of at most %d job ids%s.", field,
                            MAX_DEPS, batch_n ? " (or indexes of jobs in this batch)" : "");
@@ -219,13 +223,14 @@ out:
 static int get_callback_url(const cJSON *spec, const char *prefix, const char **out, struct api_err *err)
 {
     char field[160];
-    snprintf(field, sizeof field, "%scallback_url", prefix);
     if (get_string(spec, "callback_url", prefix, MAX_URL_LEN, out, err) < 0) return -1;
     const char *u = *out;
     if (u && ((strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) || strlen(u) < 10 ||
-              strpbrk(u, " \t\r\n") != NULL))
+              strpbrk(u, " \t\r\n") != NULL)) {
+        snprintf(field, sizeof field, "%scallback_url", prefix);
         return api_err_set(err, API_INVALID_ARGUMENT, field,
                            "%s must be an absolute http:// or https:// URL without spaces, got \"%.64s\".", field, u);
+    }
     return 0;
 }
 
@@ -274,7 +279,10 @@ int core__job_from_json(struct core *c, const cJSON *spec, const char *prefix, s
     }
 
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(spec, "task");
-    snprintf(field, sizeof field, "%stask", prefix);
+    if (prefix[0])
+        snprintf(field, sizeof field, "%stask", prefix);
+    else
+        memcpy(field, "task", sizeof "task"); /* the common case, without printf */
     if (!t) return api_err_set(err, API_INVALID_ARGUMENT, field, "%s is required: the name of a registered task.", field);
     if (!cJSON_IsString(t))
         return api_err_set(err, API_INVALID_ARGUMENT, field, "%s must be a string naming a task (GET /v1/tasks).",

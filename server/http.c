@@ -234,6 +234,7 @@ void srv_req_unref(struct srv_req *req)
     pthread_mutex_unlock(&s->live_lock);
     if (req->resp) MHD_destroy_response(req->resp);
     job_free(req->st.job);
+    free(req->st.text);
     if (req->st.ext_free) req->st.ext_free(req->st.ext);
     free(req->body);
     pthread_mutex_destroy(&req->lock);

@@ -33,7 +33,10 @@ enum srv_step srv_reply_errno(struct srv_req *req, int rc, const char *what)
 
 static enum srv_step reply_job(struct srv_req *req, unsigned status, const struct job *job)
 {
-    srv_reply_json(req, status, job_to_json(job));
+    size_t len = 0;
+    char *text = job_json_text(job, &len);
+    if (!text) return srv_reply_errno(req, -ENOMEM, "The job");
+    srv_reply_text(req, status, "application/json", text, len);
     if (status == 202) {
         char loc[64];
         snprintf(loc, sizeof loc, "/v1/jobs/%s", job->id);
@@ -175,7 +178,14 @@ static enum srv_step submit_committed(struct srv_req *req)
         st->ok_status = 202;
         return wait_or_finish(req);
     }
-    return reply_job(req, 202, st->job);
+    /* The 202 body was rendered before the submit: the insert stores the
+     * job as it was then. */
+    srv_reply_text(req, 202, "application/json", st->text, st->text_len);
+    st->text = NULL;
+    char loc[64];
+    snprintf(loc, sizeof loc, "/v1/jobs/%s", st->id);
+    srv_reply_header(req, "Location", loc);
+    return STEP_DONE;
 }
 
 static enum srv_step h_submit(struct srv_req *req)
@@ -216,10 +226,11 @@ static enum srv_step h_submit(struct srv_req *req)
             return r;
         }
     }
-    if (!(st->job = job_dup(job))) {
+    if (wait_ms <= 0 && !(st->text = job_json_text(job, &st->text_len))) {
         job_free(job);
         return srv_reply_errno(req, -ENOMEM, "The job");
     }
+    snprintf(st->executor, sizeof st->executor, "%s", job->executor ? job->executor : "");
     memcpy(st->id, job->id, sizeof st->id);
     st->deadline_ms = wait_ms > 0 ? clock_mono_ms() + wait_ms : 0;
     srv_req_ref(req);
@@ -228,7 +239,7 @@ static enum srv_step h_submit(struct srv_req *req)
         srv_req_unref(req);
         if (rc == -EAGAIN) {
             srv_reply_errorf(req, API_QUEUE_FULL, NULL,
-                             "Executor '%s' holds its maximum of queued jobs; retry later.", st->job->executor);
+                             "Executor '%s' holds its maximum of queued jobs; retry later.", st->executor);
             return STEP_DONE;
         }
         return srv_reply_errno(req, rc, "The job");

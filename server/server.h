@@ -57,6 +57,9 @@ struct srv_req_state {
     srv_step_fn next;      /* the step to run when the request is woken */
     int rc;                /* result handed over by the waker */
     struct job *job;       /* a job the handler keeps (freed with the request) */
+    char *text;            /* a reply rendered ahead (freed with the request unless sent) */
+    size_t text_len;
+    char executor[128];    /* the submitted job's executor, for a 429's message */
     int64_t deadline_ms;   /* clock_mono_ms deadline of a wait */
     char id[ID_LEN + 1];
     char key[256];         /* idempotency key */

@@ -474,7 +474,7 @@ out:
 void store_close(struct store *st)
 {
     /* from a store_done_cb it would join the thread it runs on */
-    assert(!st || !st->writer_started || !pthread_equal(pthread_self(), st->writer));
+    assert(!st || !store__on_store_thread(st));
     store_free(st);
 }
 

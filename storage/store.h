@@ -3,7 +3,9 @@
  * DESIGN. One writer thread owns the write connection. Every write (insert,
  * update, delete, progress) is queued as an op; the writer takes everything
  * queued (up to a batch limit), runs it in one BEGIN IMMEDIATE ... COMMIT, then
- * calls each op's callback in queue order. So a busy server commits large
+ * hands the batch to the callback thread (the finisher), which calls each
+ * op's callback in queue order while the writer commits the next batch. So
+ * a busy server commits large
  * batches and an idle one commits at once: group commit without a fixed delay.
  * Reads use a pool of separate read connections (WAL: readers never wait for
  * the writer). storage/ knows nothing of HTTP or executors.
@@ -35,11 +37,11 @@ int store_open(const struct store_options *opt, struct store **out);
  * every connection and frees the store. Accepts NULL. */
 void store_close(struct store *st);
 
-/* Called on the writer thread once an op is committed (rc 0) or has failed
+/* Called on the store's callback thread once an op is committed (rc 0) or has failed
  * (negative errno: -ENOSPC disk full, -EIO, -EBUSY, -EEXIST duplicate,
  * -ENOENT no such job, -EALREADY job not terminal). `job` is the op's job,
  * handed to the callback to keep or free (NULL for deletes). Must not block:
- * the writer does nothing else while it runs. */
+ * every later callback waits for it. */
 typedef void (*store_done_cb)(void *ctx, int rc, struct job *job);
 
 /* Queue a write. The job is moved into the store (do not touch it after the
@@ -74,7 +76,7 @@ struct store_event {
      * frees it), instead of copying it. */
     char **steal;
 };
-/* Lent for the call; runs on the writer thread (or the reading thread for
+/* Lent for the call; runs on the callback thread (or the reading thread for
  * store_events_read) and must not block. */
 typedef void (*store_event_cb)(void *ctx, const struct store_event *ev);
 /* Sets the listener of committed events (NULL: none). Any thread. */
@@ -104,7 +106,7 @@ struct store_batch {
     char *idempotency_key; /* owned, may be NULL */
 };
 void store_batch_clear(struct store_batch *b); /* frees the strings; accepts a zeroed struct */
-/* Called once on the writer thread: rc 0, -EEXIST (a batch with the same
+/* Called once on the callback thread: rc 0, -EEXIST (a batch with the same
  * idempotency key or a job id collision: nothing was written) or a
  * transaction errno. The jobs array (n jobs, in order) is handed back to the
  * callee, which frees each job and the array. */
@@ -138,7 +140,7 @@ int store_deliveries_next(struct store *st, struct store_delivery *out, int max)
 enum store_delivery_outcome { STORE_DELIVERY_DELIVERED, STORE_DELIVERY_FAILED, STORE_DELIVERY_RETRY };
 /* Records one attempt: DELIVERED / FAILED delete the delivery and set the
  * job's or batch's callback_status to "delivered" / "failed"; RETRY keeps it
- * with attempts and next_at_ms. done (may be NULL) runs on the writer thread
+ * with attempts and next_at_ms. done (may be NULL) runs on the callback thread
  * after the commit with 0 or a negative errno. Returns 0 or -ESHUTDOWN/-ENOMEM
  * (done not called). */
 typedef void (*store_delivery_done_cb)(void *ctx, int rc);

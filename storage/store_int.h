@@ -117,8 +117,19 @@ struct store_delivery_result {
     void *ctx;
 };
 
+/* What the writer learnt of a batch, kept in its head op for the finisher. */
+struct store_batch_done {
+    struct store_op *next_batch; /* the finisher's FIFO (f_lock) */
+    uint64_t n;                  /* ops in the batch */
+    int rc;                      /* the transaction's outcome */
+    int64_t dt_ns;               /* BEGIN..COMMIT */
+    store_event_cb ecb;          /* the event callback when the writer took it */
+    void *ectx;
+};
+
 /* One queued write. Made by the queueing thread, then owned by the queue
- * (q_lock), then by the writer thread, which frees it after its callback. */
+ * (q_lock), then by the writer thread, then by the finisher, which frees it
+ * after its callback. */
 struct store_op {
     struct store_op *next;
     enum store_op_kind kind;
@@ -143,6 +154,7 @@ struct store_op {
     store_batch_done_cb bcb;
     /* OP_DELIVERY */
     struct store_delivery_result *delivery;
+    struct store_batch_done done; /* a batch's head op only */
 };
 
 /* Cached statements of the writer connection (prepared once in store_open). */
@@ -212,6 +224,15 @@ struct store {
     struct store_op **dedup; /* writer thread only: open-addressing table, 2 * max_batch slots */
     pthread_t writer;
     bool writer_started; /* written by open before the thread exists, read by close */
+    /* The finisher thread runs the callbacks of committed batches, in commit
+     * order, while the writer commits the next one (store_writer.c). f_lock
+     * guards its FIFO and f_stop. */
+    pthread_t finisher;
+    bool finisher_started; /* like writer_started */
+    pthread_mutex_t f_lock;
+    pthread_cond_t f_wake;
+    struct store_op *f_head, *f_tail; /* batches (their head ops), linked by done.next_batch */
+    bool f_stop;
 
     /* q_lock guards every field of this block. */
     pthread_mutex_t q_lock;
@@ -259,6 +280,8 @@ int store__pragmas_common(sqlite3 *db, bool writer);
 /* Writer side (store_writer.c). */
 int store__writer_prepare(struct store *st);
 int store__writer_start(struct store *st);
+/* True on the writer or the finisher thread (inside a store callback). */
+bool store__on_store_thread(struct store *st);
 /* Stops accepting ops, lets the writer commit what is queued, joins it. */
 void store__writer_stop(struct store *st);
 /* Appends an op to the writer's FIFO. Returns 0, or -ESHUTDOWN when the

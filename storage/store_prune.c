@@ -169,7 +169,7 @@ int store_prune_batch(struct store *st, struct store_prune *p)
         if (p->cutoff_ms[s] && !job_status_terminal((enum job_status)s)) return -EINVAL;
     }
     /* store_sync would not wait on the writer thread (see store_recover) */
-    if (st->writer_started && pthread_equal(pthread_self(), st->writer)) return -EDEADLK;
+    if (store__on_store_thread(st)) return -EDEADLK;
     if (!res.work.limit) res.work.limit = PRUNE_DEFAULT_LIMIT;
     memset(res.work.deleted, 0, sizeof res.work.deleted);
     res.work.examined = 0;

@@ -596,6 +596,75 @@ static void test_rfc3339_by_hand_agrees_with_libc(void)
 /* job_event_text and job_attempts_append write JSON by hand: whatever the
  * strings hold (quotes, backslashes, control characters, UTF-8), the result
  * parses, and says what the job says. */
+/* job_json_text is job_to_json printed: the same document, field for field,
+ * for a fresh job, a full one, odd strings and numbers, and stored JSON that
+ * is not valid (sent as a string, as job_to_json does). */
+static void expect_text_matches_tree(const struct job *j)
+{
+    size_t len = 0;
+    char *text = job_json_text(j, &len);
+    CHECK(text != NULL);
+    if (!text) return;
+    CHECK_EQ_INT((long)len, (long)strlen(text));
+    cJSON *parsed = cJSON_Parse(text), *tree = job_to_json(j);
+    CHECK(parsed != NULL);
+    bool same = parsed && cJSON_Compare(parsed, tree, 1);
+    if (!same) {
+        char *want = cJSON_PrintUnformatted(tree);
+        fprintf(stderr, "    text %s\n    tree %s\n", text, want);
+        free(want);
+    }
+    CHECK(same);
+    cJSON_Delete(parsed);
+    cJSON_Delete(tree);
+    free(text);
+}
+
+static void test_job_json_text_is_job_to_json(void)
+{
+    struct job *j = job_new();
+    strcpy(j->id, "01HZZZZZZZZZZZZZZZZZZZZZZZ");
+    job_set_str(&j->task, "noop");
+    job_set_str(&j->executor, "default");
+    expect_text_matches_tree(j); /* fresh */
+    j->status = JOB_FAILED;
+    j->priority = -7;
+    j->attempt = 2;
+    j->max_attempts = 3;
+    j->timeout_ms = 1234;
+    j->created_at_ms = 1700000000123;
+    j->scheduled_at_ms = 1700000000456;
+    j->started_at_ms = 1700000000789;
+    j->finished_at_ms = 1700000001000;
+    j->progress_fraction = 0.1;
+    job_set_str(&j->progress_message, "ctl \x01\t\n \"quoted\" back\\slash \xc3\xa9");
+    job_set_str(&j->args, "{\"n\":[1,2.5,{\"s\":\"x\"}],\"b\":true}");
+    job_set_str(&j->result, "[1e300,-0.001,\"\\u00e9\"]");
+    j->error_type = JOB_ERR_TIMEOUT;
+    job_set_str(&j->error_message, "took too long");
+    j->worker_pid = 4242;
+    job_set_str(&j->worker_thread, "default-3");
+    job_set_str(&j->batch_id, "01HZZZZZZZZZZZZZZZZZZZZZZY");
+    job_set_str(&j->depends_on, "[\"01HZZZZZZZZZZZZZZZZZZZZZZX\"]");
+    job_set_str(&j->concurrency_key, "k/1");
+    j->concurrency_limit = 2;
+    job_set_str(&j->idempotency_key, "key \xe2\x9c\x93");
+    job_set_str(&j->callback_url, "http://127.0.0.1:1/cb?a=1&b=2");
+    job_set_str(&j->callback_status, "pending");
+    job_set_str(&j->attempts, "[{\"attempt\":1,\"status\":\"failed\"}]");
+    expect_text_matches_tree(j); /* full */
+    j->timeout_ms = 3600000;
+    j->priority = 1000000;
+    j->progress_fraction = 1.0 / 3.0;
+    job_set_str(&j->result, "not json {");
+    job_set_str(&j->args, "{}");
+    expect_text_matches_tree(j); /* a stored text that is not JSON goes as a string */
+    job_set_str(&j->result, "null");
+    j->error_type = JOB_ERR_NONE;
+    expect_text_matches_tree(j);
+    job_free(j);
+}
+
 static void test_hand_written_event_and_attempts_json_parse(void)
 {
     struct job *j = job_new();
@@ -658,6 +727,7 @@ int main(void)
     RUN(test_job_to_json_fresh_job_has_every_field_null_where_unknown);
     RUN(test_job_to_json_full_job);
     RUN(test_hand_written_event_and_attempts_json_parse);
+    RUN(test_job_json_text_is_job_to_json);
     RUN(test_rfc3339_by_hand_agrees_with_libc);
     RUN(test_job_status_names_round_trip);
     RUN(test_api_err_from_errno_codes);
