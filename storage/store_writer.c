@@ -375,8 +375,13 @@ out:
         if (!sqlite3_get_autocommit(st->wdb)) (void)store__step_reset(st, st->wst[WST_ROLLBACK]);
         LOG_ERROR("store: transaction rolled back: %s; its writes are reported failed",
                   strerror(-ret));
-        for (struct store_op *op = batch; op; op = op->next) op->rc = ret;
-        st->ev_seq = seq0; /* nothing of this batch was written */
+        /* Nothing of this batch was written: its events are not announced
+         * (batch_finish skips seq 0) and their seqs go to later events. */
+        for (struct store_op *op = batch; op; op = op->next) {
+            op->rc = ret;
+            for (struct store_evrec *e = op->events; e; e = e->next) e->seq = 0;
+        }
+        st->ev_seq = seq0;
         st->ev_trimmed = trimmed0;
     } else {
         atomic_store(&st->ev_latest, st->ev_seq);

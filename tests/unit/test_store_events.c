@@ -165,6 +165,62 @@ static void test_failed_write_announces_nothing(void)
     tmp_remove(&t);
 }
 
+static void hook_full(void *ctx, sqlite3 *db)
+{
+    (void)ctx;
+    /* max_page_count cannot go below the current size: this freezes it */
+    sqlite3_exec(db, "PRAGMA max_page_count = 1", NULL, NULL, NULL);
+}
+
+static void hook_room(void *ctx, sqlite3 *db)
+{
+    (void)ctx;
+    sqlite3_exec(db, "PRAGMA max_page_count = 1073741823", NULL, NULL, NULL);
+}
+
+/* A transaction that rolls back (disk full) announces none of its events:
+ * they were never committed, and their seqs are given to later events. A
+ * bug published them, so a live stream saw ids twice after a disk full. */
+static void test_rolled_back_transaction_announces_nothing(void)
+{
+    struct tmp t;
+    tmp_make(&t, "events-rollback");
+    struct store *st = open_at(t.db, 0);
+    struct seen *s = calloc(1, sizeof *s);
+    store_set_event_cb(st, on_event, s);
+    store__debug_set_batch_hook(st, hook_full, NULL);
+    /* One batch: a small insert that fits in the pages there are (its event
+     * row is written), then big ones that need new pages and fail it. */
+    store__debug_pause(st, true);
+    struct job *small = make_job("noop", JOB_QUEUED);
+    CHECK_EQ_INT(store_job_insert(st, small, NULL, NULL), 0);
+    for (int i = 0; i < 3; i++) {
+        struct job *j = make_job("echo", JOB_QUEUED);
+        char *args = malloc(64 * 1024);
+        memset(args, 'x', 64 * 1024 - 1);
+        memcpy(args, "{\"p\":\"", 6);
+        memcpy(args + 64 * 1024 - 3, "\"}", 3);
+        free(j->args);
+        j->args = args;
+        CHECK_EQ_INT(store_job_insert(st, j, NULL, NULL), 0);
+    }
+    store__debug_pause(st, false);
+    store_sync(st);
+    struct store_stats stats;
+    store_get_stats(st, &stats);
+    CHECK(stats.failed_ops == 4); /* the whole batch rolled back */
+    CHECK_EQ_INT(s->n, 0);
+    store__debug_set_batch_hook(st, hook_room, NULL);
+    struct job *j = make_job("noop", JOB_QUEUED);
+    CHECK_EQ_INT(store_job_insert(st, j, NULL, NULL), 0);
+    store_sync(st);
+    CHECK_EQ_INT(s->n, 1);
+    CHECK(s->seq[0] == 1); /* the first event that was committed */
+    store_close(st);
+    free(s);
+    tmp_remove(&t);
+}
+
 static void test_log_is_bounded_and_keeps_the_newest(void)
 {
     struct tmp t;
@@ -352,6 +408,7 @@ int main(void)
     log_init(LOG_LEVEL_OFF, LOG_FORMAT_TEXT);
     RUN(test_every_state_change_is_one_event_in_order);
     RUN(test_failed_write_announces_nothing);
+    RUN(test_rolled_back_transaction_announces_nothing);
     RUN(test_log_is_bounded_and_keeps_the_newest);
     RUN(test_batch_is_all_or_nothing_and_finishes_with_its_last_job);
     RUN(test_job_end_queues_its_callback_and_retries_are_kept);
