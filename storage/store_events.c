@@ -55,37 +55,88 @@ struct store_evrec *store__evrec_job(const struct job *j)
     return e;
 }
 
-/* Writes one event row with the next seq. Returns 0 or a negative errno
- * (the transaction's: an event that cannot be written loses the batch). */
-static int event_insert(struct store *st, struct store_evrec *e)
+#define EV_COLS 9
+#define EV_ROWS ((int)(sizeof ((struct store *)0)->ev_pend / sizeof ((struct store *)0)->ev_pend[0]))
+
+int store__events_prepare(struct store *st)
 {
-    sqlite3_stmt *s = st->wst[WST_EVENT_INSERT];
-    uint64_t seq = st->ev_seq + 1;
-    int rc = sqlite3_bind_int64(s, 1, (sqlite3_int64)seq);
-    if (rc == SQLITE_OK) rc = sqlite3_bind_int(s, 2, strcmp(e->type, "job") == 0 ? 0 : 1);
-    if (rc == SQLITE_OK)
-        rc = e->job_id[0] ? sqlite3_bind_text(s, 3, e->job_id, -1, SQLITE_STATIC) : sqlite3_bind_null(s, 3);
-    if (rc == SQLITE_OK)
-        rc = e->batch_id[0] ? sqlite3_bind_text(s, 4, e->batch_id, -1, SQLITE_STATIC) : sqlite3_bind_null(s, 4);
-    bool job = strcmp(e->type, "job") == 0;
-    if (job) { /* the compact row; see struct store_evrec */
-        if (rc == SQLITE_OK) rc = sqlite3_bind_int(s, 5, e->status);
-        if (rc == SQLITE_OK) rc = sqlite3_bind_int(s, 6, e->attempt);
-        if (rc == SQLITE_OK) rc = e->at_ms ? sqlite3_bind_int64(s, 7, e->at_ms) : sqlite3_bind_null(s, 7);
-        if (rc == SQLITE_OK) rc = e->error_type ? sqlite3_bind_int(s, 8, e->error_type) : sqlite3_bind_null(s, 8);
-    } else if (rc == SQLITE_OK) {
-        rc = sqlite3_bind_text(s, 9, e->data, -1, SQLITE_STATIC);
+    /* INSERT INTO events (...) VALUES (?1, ..., ?9), (?10, ...), ... */
+    char sql[4096];
+    size_t len = (size_t)snprintf(sql, sizeof sql, "INSERT INTO events (seq, type, job_id, batch_id, status, attempt, "
+                                                   "at_ms, error_type, data) VALUES ");
+    for (int r = 0; r < EV_ROWS; r++) {
+        len += (size_t)snprintf(sql + len, sizeof sql - len, "%s(", r ? ", " : "");
+        for (int k = 1; k <= EV_COLS; k++)
+            len += (size_t)snprintf(sql + len, sizeof sql - len, "?%d%s", r * EV_COLS + k, k < EV_COLS ? ", " : ")");
     }
-    if (rc != SQLITE_OK) {
+    return store__prepare(st->wdb, sql, &st->ev_insert_n);
+}
+
+void store__events_finalize(struct store *st)
+{
+    sqlite3_finalize(st->ev_insert_n);
+    st->ev_insert_n = NULL;
+}
+
+/* Binds event e (seq already given) as parameters base+1 .. base+9. */
+static int event_bind(sqlite3_stmt *s, int base, const struct store_evrec *e)
+{
+    bool job = strcmp(e->type, "job") == 0;
+    int rc = sqlite3_bind_int64(s, base + 1, (sqlite3_int64)e->seq);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int(s, base + 2, job ? 0 : 1);
+    if (rc == SQLITE_OK)
+        rc = e->job_id[0] ? sqlite3_bind_text(s, base + 3, e->job_id, -1, SQLITE_STATIC) : sqlite3_bind_null(s, base + 3);
+    if (rc == SQLITE_OK)
+        rc = e->batch_id[0] ? sqlite3_bind_text(s, base + 4, e->batch_id, -1, SQLITE_STATIC)
+                            : sqlite3_bind_null(s, base + 4);
+    if (job) { /* the compact row; see struct store_evrec */
+        if (rc == SQLITE_OK) rc = sqlite3_bind_int(s, base + 5, e->status);
+        if (rc == SQLITE_OK) rc = sqlite3_bind_int(s, base + 6, e->attempt);
+        if (rc == SQLITE_OK) rc = e->at_ms ? sqlite3_bind_int64(s, base + 7, e->at_ms) : sqlite3_bind_null(s, base + 7);
+        if (rc == SQLITE_OK)
+            rc = e->error_type ? sqlite3_bind_int(s, base + 8, e->error_type) : sqlite3_bind_null(s, base + 8);
+        if (rc == SQLITE_OK) rc = sqlite3_bind_null(s, base + 9);
+    } else {
+        for (int k = 5; k <= 8 && rc == SQLITE_OK; k++) rc = sqlite3_bind_null(s, base + k);
+        if (rc == SQLITE_OK) rc = sqlite3_bind_text(s, base + 9, e->data, -1, SQLITE_STATIC);
+    }
+    return rc;
+}
+
+/* Runs s once bound; 0 or the transaction's errno. */
+static int event_step(struct store *st, sqlite3_stmt *s, int bind_rc)
+{
+    if (bind_rc != SQLITE_OK) {
         (void)sqlite3_reset(s);
         (void)sqlite3_clear_bindings(s);
-        return store__errno(rc);
+        return store__errno(bind_rc);
     }
-    rc = store__step_reset(st, s);
-    if (rc != SQLITE_DONE) return store__errno(rc);
-    st->ev_seq = seq;
-    e->seq = seq;
-    return 0;
+    int rc = store__step_reset(st, s);
+    return rc == SQLITE_DONE ? 0 : store__errno(rc);
+}
+
+int store__events_flush(struct store *st)
+{
+    int n = st->ev_npend, ret = 0;
+    st->ev_npend = 0;
+    if (n == EV_ROWS) {
+        int rc = SQLITE_OK;
+        for (int i = 0; i < n && rc == SQLITE_OK; i++) rc = event_bind(st->ev_insert_n, i * EV_COLS, st->ev_pend[i]);
+        return event_step(st, st->ev_insert_n, rc);
+    }
+    sqlite3_stmt *s = st->wst[WST_EVENT_INSERT];
+    for (int i = 0; i < n && !ret; i++) ret = event_step(st, s, event_bind(s, 0, st->ev_pend[i]));
+    return ret;
+}
+
+/* Gives an event the next seq and queues its row (written EV_ROWS at a time,
+ * the rest at the commit). Returns 0 or a negative errno (the transaction's:
+ * an event that cannot be written loses the batch). */
+static int event_insert(struct store *st, struct store_evrec *e)
+{
+    e->seq = ++st->ev_seq;
+    st->ev_pend[st->ev_npend++] = e;
+    return st->ev_npend == EV_ROWS ? store__events_flush(st) : 0;
 }
 
 /* Appends an event the writer makes (batch ends, recovery) to op->events. */
@@ -252,8 +303,13 @@ static int savepoint(struct store *st, enum store_wstmt which)
 int store__batch_exec(struct store *st, struct store_op *op)
 {
     struct store_batch *b = op->batch;
+    /* Earlier ops' events are written before the savepoint, so that every
+     * event still pending on an undo is this op's (and none of theirs is
+     * rolled back with it). */
+    int ret = store__events_flush(st);
+    if (ret) return ret;
     uint64_t seq0 = st->ev_seq;
-    int ret = savepoint(st, WST_SAVEPOINT);
+    ret = savepoint(st, WST_SAVEPOINT);
     if (ret) return ret;
     sqlite3_stmt *s = st->wst[WST_BATCH_INSERT];
     int rc = sqlite3_bind_text(s, 1, b->id, -1, SQLITE_STATIC);
@@ -287,6 +343,7 @@ undo_op:
     ret = 0;
 undo:
     st->ev_seq = seq0;
+    st->ev_npend = 0; /* all this op's (see above); written ones go with the rollback */
     for (struct store_evrec *e = op->events; e; e = e->next) e->seq = 0;
     if (!sqlite3_get_autocommit(st->wdb)) {
         int r1 = savepoint(st, WST_ROLLBACK_TO), r2 = savepoint(st, WST_RELEASE);

@@ -112,7 +112,8 @@ int store__writer_prepare(struct store *st)
         int ret = store__prepare(st->wdb, wst_sql[i], &st->wst[i]);
         if (ret) return ret;
     }
-    return store__prune_prepare(st);
+    int ret = store__events_prepare(st);
+    return ret ? ret : store__prune_prepare(st);
 }
 
 void store__writer_finalize(struct store *st)
@@ -121,6 +122,7 @@ void store__writer_finalize(struct store *st)
         sqlite3_finalize(st->wst[i]); /* accepts NULL; returns the last step's error only */
         st->wst[i] = NULL;
     }
+    store__events_finalize(st);
     store__prune_finalize(st);
 }
 
@@ -360,7 +362,7 @@ static int batch_commit(struct store *st, struct store_op *batch)
         ret = op->superseded_by ? store__event_write_only(st, op) : op_exec(st, op);
         if (ret) goto out;
     }
-    if ((ret = store__events_trim(st))) goto out;
+    if ((ret = store__events_flush(st)) || (ret = store__events_trim(st))) goto out;
     /* A skipped update shares the fate of the one that overwrote it. */
     for (struct store_op *op = batch; op; op = op->next) {
         struct store_op *last = op->superseded_by;
@@ -382,6 +384,7 @@ out:
             for (struct store_evrec *e = op->events; e; e = e->next) e->seq = 0;
         }
         st->ev_seq = seq0;
+        st->ev_npend = 0;
         st->ev_trimmed = trimmed0;
     } else {
         atomic_store(&st->ev_latest, st->ev_seq);

@@ -221,6 +221,56 @@ static void test_rolled_back_transaction_announces_nothing(void)
     tmp_remove(&t);
 }
 
+/* Event rows are written 16 at a time (one multi-row INSERT) and the rest
+ * at the commit; a batch op that fails in the middle of a transaction
+ * (here: a job id that exists) undoes its own events only. Every event of
+ * the transaction's other ops is announced and stored, seqs gapless. */
+static void test_events_in_chunks_survive_a_failed_batch_op_in_their_transaction(void)
+{
+    struct tmp t;
+    tmp_make(&t, "events-chunks");
+    struct store *st = open_at(t.db, 0);
+    struct seen *s = calloc(1, sizeof *s);
+    store_set_event_cb(st, on_event, s);
+    char ids[26][ID_LEN + 1];
+    store__debug_pause(st, true); /* one transaction for all of it */
+    for (int i = 0; i < 20; i++) {
+        struct job *j = make_job("noop", JOB_QUEUED);
+        memcpy(ids[i], j->id, sizeof ids[i]);
+        CHECK_EQ_INT(store_job_insert(st, j, NULL, NULL), 0);
+    }
+    struct store_batch b = {.created_at_ms = clock_wall_ms()};
+    id_new(b.id);
+    struct job **jobs = calloc(3, sizeof *jobs);
+    for (int i = 0; i < 3; i++) {
+        jobs[i] = make_job("noop", JOB_QUEUED);
+        job_set_str(&jobs[i]->batch_id, b.id);
+    }
+    memcpy(jobs[2]->id, ids[5], sizeof ids[5]); /* collides: the batch fails after 2 of its events */
+    struct bdone d = {0};
+    CHECK_EQ_INT(store_batch_insert(st, &b, jobs, 3, batch_cb, &d), 0);
+    for (int i = 20; i < 26; i++) {
+        struct job *j = make_job("noop", JOB_QUEUED);
+        memcpy(ids[i], j->id, sizeof ids[i]);
+        CHECK_EQ_INT(store_job_insert(st, j, NULL, NULL), 0);
+    }
+    store__debug_pause(st, false);
+    store_sync(st);
+    CHECK_EQ_INT(d.rc, -EEXIST);
+    CHECK_EQ_INT(s->n, 26);
+    for (int i = 0; i < s->n && i < 26; i++) {
+        CHECK(s->seq[i] == (uint64_t)i + 1);
+        CHECK_EQ_STR(s->job[i], ids[i]);
+    }
+    struct readback r = {0};
+    CHECK_EQ_INT(store_events_read(st, 0, 64, on_read, &r), 26); /* how many it read */
+    CHECK_EQ_INT(r.n, 26);
+    for (int i = 0; i < r.n; i++) CHECK(r.seq[i] == (uint64_t)i + 1);
+    store_close(st);
+    free(s);
+    tmp_remove(&t);
+}
+
 static void test_log_is_bounded_and_keeps_the_newest(void)
 {
     struct tmp t;
@@ -409,6 +459,7 @@ int main(void)
     RUN(test_every_state_change_is_one_event_in_order);
     RUN(test_failed_write_announces_nothing);
     RUN(test_rolled_back_transaction_announces_nothing);
+    RUN(test_events_in_chunks_survive_a_failed_batch_op_in_their_transaction);
     RUN(test_log_is_bounded_and_keeps_the_newest);
     RUN(test_batch_is_all_or_nothing_and_finishes_with_its_last_job);
     RUN(test_job_end_queues_its_callback_and_retries_are_kept);
