@@ -79,7 +79,9 @@ struct store_event {
 /* Lent for the call; runs on the callback thread (or the reading thread for
  * store_events_read) and must not block. */
 typedef void (*store_event_cb)(void *ctx, const struct store_event *ev);
-/* Sets the listener of committed events (NULL: none). Any thread. */
+/* Sets the listener of committed events (NULL: none). Any thread; once it
+ * returns (off the store's threads) the previous listener is not running and
+ * will not be called again. */
 void store_set_event_cb(struct store *st, store_event_cb cb, void *ctx);
 /* Calls cb for up to `limit` events with seq > after_seq, oldest first, from
  * the log. Returns the number read (>= 0) or a negative errno. */

@@ -656,6 +656,9 @@ void store_set_event_cb(struct store *st, store_event_cb cb, void *ctx)
     st->event_cb = cb;
     st->event_ctx = ctx;
     pthread_mutex_unlock(&st->q_lock);
+    /* A batch taken before this carries the old listener to the finisher:
+     * wait for it, so that the old one is never called after this returns. */
+    if (!store__on_store_thread(st)) store_sync(st);
 }
 
 void store_events_range(struct store *st, uint64_t *oldest, uint64_t *latest)
