@@ -111,7 +111,9 @@ static int parse_duration(struct load *L, const char *name, const char *v, long 
         if (i == sizeof units / sizeof units[0]) goto bad;
         unit = units[i].seconds;
     }
-    n = strtoll(v, NULL, 10) * unit; /* at most 15 digits times 86400: no overflow */
+    n = strtoll(v, NULL, 10); /* at most 15 digits: no overflow here */
+    /* but n * 86400 may overflow: compare before multiplying (max_s >= 0) */
+    n = n > max_s / unit ? max_s + 1 : n * unit;
     if (n < min_s || n > max_s)
         return fail(L, "%s: \"%s\" is out of range %llds..%llds (%lld days)", name, v, min_s, max_s, max_s / 86400);
     *out_ms = (int64_t)n * 1000;

@@ -532,6 +532,13 @@ static void test_retention_durations(void)
     char *b[] = {"jobd", "--prune-interval", "0", NULL};
     CHECK_EQ_INT(load(b, NULL), CONFIG_ERROR);
     CHECK_ERR_HAS("out of range 1s..86400s");
+    /* 15 digits of days overflowed the seconds (found by fuzz_config): out of range, not UB. */
+    const char *huge[] = {"999959999999999d", "999999999999999h", "999999999999999m", "999999999999999"};
+    for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++) {
+        char *c[] = {"jobd", "--retention-failed", (char *)huge[i], NULL};
+        CHECK_EQ_INT(load(c, NULL), CONFIG_ERROR);
+        CHECK_ERR_HAS("is out of range");
+    }
 }
 
 /* SPEC §3: without a token, loopback only unless told otherwise explicitly. */
