@@ -61,6 +61,7 @@ FIXTURE_SO := $(patsubst %,$(OBJDIR)/tests/plugins/%.so,nover badver noinit init
 FUZZ_TARGETS := fuzz_job_spec fuzz_config fuzz_worker_wire fuzz_router
 FUZZ_SECONDS ?= 60
 FUZZ_JOBS ?= 1
+FUZZ_SEED ?=
 FUZZ_OBJ   := $(FUZZ_TARGETS:%=$(OBJDIR)/tests/fuzz/%.o)
 FUZZ_BIN   := $(FUZZ_TARGETS:%=$(OBJDIR)/fuzz/%)
 REPLAY_BIN := $(if $(filter fuzz,$(VARIANT)),,$(FUZZ_TARGETS:%=$(OBJDIR)/replay/%))
@@ -206,7 +207,7 @@ test: deps-test
 # whose input is left in build/fuzz/crashes/<target>/ (see docs/TESTING.md).
 fuzz: deps-fuzz
 	@$(MAKE) --no-print-directory VARIANT=fuzz fuzz-bins
-	@FUZZ_JOBS=$(FUZZ_JOBS) tests/fuzz/run.sh fuzz build/fuzz $(FUZZ_SECONDS)
+	@FUZZ_JOBS=$(FUZZ_JOBS) FUZZ_SEED=$(FUZZ_SEED) tests/fuzz/run.sh fuzz build/fuzz $(FUZZ_SECONDS)
 
 fuzz-bins: $(FUZZ_BIN)
 

@@ -14,7 +14,9 @@
 #       keep it as tests/fuzz/regressions/<target>/<what-broke> once fixed.
 #       Prints runs, exec/s and coverage per target, then "N passed, N failed"
 #       (one test per target). FUZZ_JOBS (default 1) targets run at once:
-#       CI uses 2, one per core.
+#       CI uses 2, one per core. FUZZ_SEED fixes libFuzzer's seed (CI sets
+#       it, so that a run finds what the same code found before; unset, each
+#       run explores anew).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 mode=${1:?usage: run.sh replay|fuzz OBJDIR [SECONDS]}
@@ -71,7 +73,7 @@ fuzz)
     [ -d "tests/fuzz/corpus/$t" ] && cp -p tests/fuzz/corpus/"$t"/* "$work/$t/corpus/" 2>/dev/null
     mapfile -t extra < <([ -d "tests/fuzz/regressions/$t" ] && [ -n "$(ls -A "tests/fuzz/regressions/$t")" ] && echo "tests/fuzz/regressions/$t")
     start=$(date +%s)
-    "$bin" -max_total_time="$seconds" -rss_limit_mb=1024 -timeout=10 -print_final_stats=1 \
+    "$bin" -max_total_time="$seconds" -rss_limit_mb=1024 -timeout=10 -print_final_stats=1 ${FUZZ_SEED:+-seed="$FUZZ_SEED"} \
       -artifact_prefix="build/fuzz/crashes/$t/" "$work/$t/corpus" "${extra[@]}" >"$work/$t/log" 2>&1 </dev/null
     rc=$?
     secs=$(( $(date +%s) - start ))
