@@ -930,8 +930,10 @@ def test_list_filters_and_pagination(make_server):
     assert (ex["a"]["submitted"], ex["a"]["succeeded"], ex["a"]["failed"], ex["a"]["cancelled"]) == (17, 12, 5, 0), ex
     assert (ex["b"]["submitted"], ex["b"]["succeeded"], ex["b"]["failed"], ex["b"]["cancelled"]) == (8, 8, 0, 0), ex
     assert ex["a"]["busy"] == 0 and ex["a"]["queued"] == 0, ex
-    counts = body_json(c.get("/v1/stats"))["counts"]
-    assert counts == {"scheduled": 0, "queued": 0, "running": 0, "succeeded": 20, "failed": 5, "cancelled": 0}, counts
+    # The counts move in the store's callbacks, just after the commit a
+    # long poll may already have seen: wait for them, with a deadline.
+    want = {"scheduled": 0, "queued": 0, "running": 0, "succeeded": 20, "failed": 5, "cancelled": 0}
+    wait_for(lambda: body_json(c.get("/v1/stats"))["counts"] == want, 5, message=f"/v1/stats counts {want}")
 
 
 def test_list_default_limit_is_50(client):
@@ -1000,7 +1002,7 @@ def test_stats_shape(client):
     assert set(s["counts"]) == STATUSES, s
     for k, v in s["counts"].items():
         assert isinstance(v, int) and v >= 0, s
-    assert s["counts"]["succeeded"] >= 1
+    wait_for(lambda: body_json(client.get("/v1/stats"))["counts"]["succeeded"] >= 1, 5, message="a success counted")
     num = (int, float)
     assert isinstance(s["throughput_per_s"], num) and s["throughput_per_s"] >= 0, s
     for k in ("queue_wait_ms", "run_time_ms"):

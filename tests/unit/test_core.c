@@ -481,9 +481,15 @@ static void test_stats_count_what_happened(void)
     expect_end(&e, canc, JOB_CANCELLED);
 
     struct core_stats st;
-    core_get_stats(e.c, &st);
     int64_t want[JOB_STATUS_COUNT] = {[JOB_SCHEDULED] = 1, [JOB_SUCCEEDED] = 2, [JOB_FAILED] = 1,
                                       [JOB_CANCELLED] = 1};
+    /* The counts move in the store's callbacks, just after the commit that
+     * expect_end saw in the database: wait for them, with a deadline. */
+    for (int64_t end = clock_mono_ms() + 5000;;) {
+        core_get_stats(e.c, &st);
+        if (memcmp(st.counts, want, sizeof want) == 0 || clock_mono_ms() >= end) break;
+        sleep_ms(1);
+    }
     int64_t db[JOB_STATUS_COUNT];
     CHECK_EQ_INT(store_count_by_status(e.st, db), 0);
     for (int i = 0; i < JOB_STATUS_COUNT; i++) {
