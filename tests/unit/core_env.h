@@ -66,10 +66,13 @@ static inline void ev_done(void *ctx, int rc, const struct job *job)
     e->found_rc = found;
     e->seq = ++g_seq;
     e->at_ms = clock_mono_ms();
+    /* Read before waiting: once the gate opens, the test may be done with
+     * *e (a local of a loop) before this thread wakes (ASan caught it). */
+    bool gate = e->gate;
     pthread_cond_broadcast(&g_cv);
     struct timespec ts;
     abs_deadline(&ts, 2000);
-    while (e->gate && !g_gate_open && pthread_cond_timedwait(&g_cv, &g_mu, &ts) == 0) {
+    while (gate && !g_gate_open && pthread_cond_timedwait(&g_cv, &g_mu, &ts) == 0) {
     }
     pthread_mutex_unlock(&g_mu);
 }
