@@ -153,6 +153,8 @@ struct afake {
     struct task_actx a;
     uv_timer_t stop_timer;
     bool timer_open;
+    uv_timer_t tick; /* see afake_tick */
+    bool tick_open;
     int done_calls;
     int64_t start_ns, done_ns;
     int start_rc;
@@ -168,6 +170,20 @@ static void afake_close_timer(struct afake *f)
     if (!f->timer_open) return;
     f->timer_open = false;
     uv_close((uv_handle_t *)&f->stop_timer, afake_timer_closed);
+}
+
+/* Wakes the loop 20 times a second (unreferenced: it keeps nothing alive).
+ * Under TSan a SIGCHLD can wait in the runtime until the thread next enters
+ * an intercepted call, and a loop with nothing else to do would sleep in
+ * epoll_wait for ever: a TSan CI rehearsal hung in test_command_fills_
+ * placeholders so. Also fails the test after 60 s instead of hanging. */
+static void afake_tick(uv_timer_t *t)
+{
+    struct afake *f = t->data;
+    if (clock_mono_ns() - f->start_ns > 60LL * 1000000000LL && f->done_calls == 0) {
+        fprintf(stderr, "    timed out after 60 s: the task never called done\n");
+        uv_stop(&f->loop);
+    }
 }
 
 static void afake_done(struct task_actx *a)
@@ -220,7 +236,17 @@ static void run_async(struct task_registry *reg, const char *task, const char *j
         uv_update_time(&f->loop); /* count from now, not from the loop's last tick */
         uv_timer_start(&f->stop_timer, afake_stop_fired, (uint64_t)stop_after_ms, 0);
     }
+    uv_timer_init(&f->loop, &f->tick);
+    f->tick.data = f;
+    f->tick_open = true;
+    uv_timer_start(&f->tick, afake_tick, 50, 50);
+    uv_unref((uv_handle_t *)&f->tick);
     uv_run(&f->loop, UV_RUN_DEFAULT);
+    if (f->tick_open) {
+        f->tick_open = false;
+        uv_close((uv_handle_t *)&f->tick, afake_timer_closed);
+        uv_run(&f->loop, UV_RUN_NOWAIT); /* runs the close (NOWAIT: after a time-out the hung task stays) */
+    }
     if (f->start_rc == 0) CHECK_EQ_INT(f->done_calls, 1);
     else CHECK_EQ_INT(f->done_calls, 0);
 }
