@@ -2,16 +2,19 @@
  * read-connection pool, and the helpers its files share.
  *
  * Files: store.c (open, close, pragmas, schema and migrations, stats),
- * store_writer.c (the op queue and the writer thread), store_read.c (the
- * reader pool and every read), store_prune.c (retention pruning). Internal
+ * store_writer.c (the op queue and the writer thread), store_finish.c (the
+ * finisher thread: callbacks of committed batches), store_events.c (event
+ * log, batches, deliveries), store_read.c (the reader pool and every read),
+ * store_prune.c (retention pruning). Internal
  * cross-file names start `store__`.
  * Nothing outside storage/ includes this header, except tests/unit/test_store.c
  * for the test seams at its end.
  *
- * LOCKS. Two, never held together, and nothing calls out (SQLite, callbacks)
- * while holding either:
+ * LOCKS. Three, never held together, and nothing calls out (SQLite, callbacks)
+ * while holding any:
  *   q_lock    guards the op queue, the closing/paused flags, the batch hook and
  *             the stats;
+ *   f_lock    guards the finisher's FIFO of committed batches;
  *   pool_lock guards the stack of idle read connections.
  * The writer connection and its statements need no lock: store_open owns them
  * until it starts the writer thread, then the writer thread alone uses them,
@@ -287,6 +290,12 @@ int store__pragmas_common(sqlite3 *db, bool writer);
 /* Writer side (store_writer.c). */
 int store__writer_prepare(struct store *st);
 int store__writer_start(struct store *st);
+/* The finisher (store_finish.c): start (0 or -ENOMEM), stop (after the
+ * writer has stopped: runs what is left, joins; accepts one never started),
+ * and the writer's hand-off of a committed or rolled-back batch. */
+int store__finisher_start(struct store *st);
+void store__finisher_stop(struct store *st);
+void store__finisher_hand_off(struct store *st, struct store_op *batch);
 /* True on the writer or the finisher thread (inside a store callback). */
 bool store__on_store_thread(struct store *st);
 /* Stops accepting ops, lets the writer commit what is queued, joins it. */
