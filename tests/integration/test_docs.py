@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from conftest import (REPO_ROOT, REQUEST_TIMEOUT, SCALE, Server, finish_server, scaled)
+from conftest import (REPO_ROOT, REQUEST_TIMEOUT, SCALE, Server, finish_server, scaled, wait_for)
 
 DOC_FILE = REPO_ROOT / "docs" / "openapi.json"
 API_MD = REPO_ROOT / "docs" / "API.md"
@@ -564,13 +564,16 @@ class Lab:
         # tiny: a failed job first, then a running sleep and a queued one: the queue is full.
         t = servers["tiny"]
         self.tiny_failed = finished(t, {"task": "fail"})["id"]
-        self.tiny_sleeps = []
-        for _ in range(5):
-            r = submit(t, {"task": "sleep", "args": {"seconds": 120}}, expect=(202, 429))
-            if r.status_code == 429:
-                break
-            self.tiny_sleeps.append(r.json()["id"])
-        assert len(self.tiny_sleeps) in (1, 2), "the tiny server should fill its queue after two sleeps"
+        # The first sleep must have started (left the queue) before the second
+        # is submitted; otherwise the second is refused and the queue is left
+        # empty once the first starts (an ASan CI run saw exactly that).
+        first = submit(t, {"task": "sleep", "args": {"seconds": 120}}).json()["id"]
+        self.tiny_sleeps = [first]
+        wait_for(lambda: http(t, "GET", f"/v1/jobs/{first}").json()["status"] == "running", scaled(10),
+                 message="the tiny server's first sleep to start")
+        self.tiny_sleeps.append(submit(t, {"task": "sleep", "args": {"seconds": 120}}).json()["id"])
+        r = submit(t, {"task": "sleep", "args": {"seconds": 120}}, expect=(429,))
+        assert r.json()["error"]["code"] == "queue_full", r.text
 
     def close(self):
         for srv, ids in ((self.s["plain"], [self.running]), (self.s["tiny"], self.tiny_sleeps)):
