@@ -15,7 +15,7 @@ DEPS_BUILD := build-essential pkg-config libmicrohttpd-dev libcjson-dev libsqlit
 # dashboard's browser tests (tests/browser); node and npm are each skipped when a
 # command of that name exists (NodeSource's nodejs bundles npm and conflicts
 # with Debian's npm package).
-DEPS_TEST  := python3 python3-pytest python3-requests python3-jsonschema wrk curl valgrind prometheus \
+DEPS_TEST  := python3 python3-pytest python3-pytest-xdist python3-requests python3-jsonschema wrk curl valgrind prometheus \
               $(if $(shell command -v node 2>/dev/null),,nodejs) $(if $(shell command -v npm 2>/dev/null),,npm) \
               chromium
 # clang and its libFuzzer runtime build the fuzz variant (`make fuzz`; Debian 12's clang is 14).

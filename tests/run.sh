@@ -39,9 +39,18 @@ for t in "$bindir"/tests/test_*; do
   if [ $rc -ne 0 ] && ! grep -qE ' [1-9][0-9]* failed' <<<"$last"; then failed=$((failed + 1)); printf '%s\n' "$out" | tail -30; fi
 done
 
+# Integration test files run on JOBD_TEST_WORKERS pytest-xdist workers
+# (default 4; 1 runs them in this process): the suite mostly waits on its
+# servers (starts, drains, timeouts), not on the CPU. A file's tests stay on
+# one worker, in order, so a module's fixtures are made once.
 echo "== integration tests ($variant)"
+workers=${JOBD_TEST_WORKERS:-4}
+xdist=()
+if [ "$workers" -gt 1 ] && /usr/bin/python3 -c 'import xdist' 2>/dev/null; then
+  xdist=(-n "$workers" --dist loadfile)
+fi
 if [ -x "$bin" ]; then
-  out=$(JOBD_BIN="$bin" JOBD_VARIANT="$variant" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration 2>&1); rc=$?
+  out=$(JOBD_BIN="$bin" JOBD_VARIANT="$variant" /usr/bin/python3 -m pytest -q -p no:cacheprovider "${xdist[@]}" tests/integration 2>&1); rc=$?
   printf '%s\n' "$out" >>"$log"
   last=$(grep -E '[0-9]+ (passed|failed|error)' <<<"$out" | tail -1)
   grep -E '^(FAILED|ERROR)' <<<"$out" | head -30
