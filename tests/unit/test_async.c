@@ -518,7 +518,14 @@ static void test_ten_thousand_sleeps_of_one_second_makespan(void)
     printf("# %d x sleep 1 on size %d: makespan %lld ms (submits took %lld ms), max running %d\n", N, N,
            (long long)makespan, (long long)submitted, lg.max_running);
     CHECK(makespan >= 999);
-    CHECK(makespan <= 2000); /* 1.2 s in release; room for sanitizers */
+    /* About 1.1 s in release and 1.2 s under TSan while CI runs the other
+     * sanitizer's suite beside it; anything this side of a few seconds
+     * shows the 10,000 ran at once (one after another would be hours). */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    CHECK(makespan <= 3000);
+#else
+    CHECK(makespan <= 2000);
+#endif
     CHECK_EQ_INT(log_bulk_once(&lg), N);
     CHECK_EQ_INT(lg.unknown_done, 0);
     CHECK_EQ_INT(lg.bulk_not_ok, 0);
