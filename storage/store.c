@@ -15,6 +15,7 @@
 #include "store_int.h"
 
 #define STORE_DEFAULT_MAX_BATCH 4096
+#define STORE_DEFAULT_LINGER_US 500
 #define STORE_DEFAULT_EVENT_LOG 100000
 #define STORE_BUSY_TIMEOUT_MS 5000
 
@@ -447,11 +448,16 @@ int store_open(const struct store_options *opt, struct store **out)
     st = calloc(1, sizeof *st);
     if (!st) return -ENOMEM;
     pthread_mutex_init(&st->q_lock, NULL);
-    pthread_cond_init(&st->q_wake, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the writer's linger is timed */
+    pthread_cond_init(&st->q_wake, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_cond_init(&st->q_idle, NULL);
     pthread_mutex_init(&st->pool_lock, NULL);
     st->sync_full = opt->sync_full;
     st->max_batch = opt->max_batch ? opt->max_batch : STORE_DEFAULT_MAX_BATCH;
+    st->linger_us = opt->linger_us ? opt->linger_us : STORE_DEFAULT_LINGER_US;
     st->ev_keep = opt->event_log > 0 ? (uint64_t)opt->event_log : STORE_DEFAULT_EVENT_LOG;
     if (!(st->path = strdup(opt->path))) {
         ret = -ENOMEM;

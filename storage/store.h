@@ -7,6 +7,9 @@
  * op's callback in queue order while the writer commits the next batch. So
  * a busy server commits large
  * batches and an idle one commits at once: group commit without a fixed delay.
+ * One exception: a queue holding only job starts (running, progress) waits
+ * up to linger_us for one more op, so a fast job's start and end share a
+ * commit.
  * Reads use a pool of separate read connections (WAL: readers never wait for
  * the writer). storage/ knows nothing of HTTP or executors.
  */
@@ -26,6 +29,8 @@ struct store_options {
     bool sync_full;    /* PRAGMA synchronous=FULL (fsync per commit) instead of NORMAL */
     int max_batch;     /* ops per transaction at most; 0 = default (4096) */
     long event_log;    /* events the log keeps at least; 0 = default (100000) */
+    long linger_us;    /* how long a queue of job starts alone waits for one more
+                        * op before it commits; 0 = default (500), < 0 = never */
 };
 
 /* Opens (creating if needed) the database, runs migrations, and starts the

@@ -219,6 +219,7 @@ struct store {
     char *path;
     bool sync_full;
     int max_batch;
+    long linger_us; /* < 0: never linger (see linger_for_more in store_writer.c) */
 
     /* Writer connection: see LOCKS above. */
     sqlite3 *wdb;
@@ -248,6 +249,7 @@ struct store {
                                          order makes q_done >= n mean "the first n are done" */
     bool closing;                     /* set by store_close: accept nothing more */
     bool paused;                      /* test seam: the writer takes nothing while set */
+    int syncing;                      /* store_sync callers waiting: the writer does not linger */
     store_batch_hook_cb hook;         /* test seam */
     void *hook_ctx;
     struct store_stats stats; /* .queued unused: q_len is the truth */

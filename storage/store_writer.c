@@ -5,10 +5,12 @@
  * up to max_batch ops from the head under the lock, then, without the lock,
  * runs BEGIN IMMEDIATE, each op through a statement prepared once at open,
  * COMMIT, and hands the committed batch to the finisher thread (store_finish.c), which calls
- * each op's callback in queue order and frees the op. There is no timer:
- * while one batch commits (an fsync with synchronous=FULL), new ops pile up
- * and form the next, bigger batch, so the cost of a commit is shared by
- * however many ops arrived during the last one.
+ * each op's callback in queue order and frees the op. There is no batching
+ * timer: while one batch commits (an fsync with synchronous=FULL), new ops
+ * pile up and form the next, bigger batch, so the cost of a commit is shared
+ * by however many ops arrived during the last one. The one wait: a queue of
+ * job starts alone lingers up to linger_us for the next op (linger_for_more),
+ * since nobody waits on a start and a fast job's end is microseconds behind.
  *
  * The finisher exists because the callbacks (resuming HTTP requests, handing
  * jobs to executors, waking waiters, publishing events) took about a third
@@ -38,6 +40,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../common/clock.h"
 #include "../common/hash.h"
@@ -377,6 +380,43 @@ out:
     return ret;
 }
 
+/* True when every queued op only records that a job is running (its start
+ * or progress): nobody waits on those commits, and a fast job's end follows
+ * its start within microseconds. Looks at no more than 64 ops. q_lock held. */
+static bool queue_is_starts_only(const struct store *st)
+{
+    int n = 0;
+    for (const struct store_op *op = st->q_head; op; op = op->next) {
+        if (++n > 64) return false;
+        if (op->kind == OP_PROGRESS) continue;
+        if (op->kind != OP_UPDATE || op->job->status != JOB_RUNNING) return false;
+    }
+    return n > 0;
+}
+
+/* Waits up to st->linger_us (500 us by default) for one more op, q_lock
+ * held. A queue of job starts alone would cost a commit - an fsync - of its
+ * own, and the end of a fast job, queued microseconds later, a second one:
+ * a submit-and-wait of a noop waited for three commits. Lingering puts the
+ * start and the end in one commit (and batch_dedup writes the row once).
+ * Any op ends the wait, so a busy server never lingers; so do closing, a
+ * pause and store_sync. The start of a long job reaches the disk at most
+ * linger_us later; nothing waits on it. */
+static void linger_for_more(struct store *st)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += st->linger_us / 1000000;
+    until.tv_nsec += (st->linger_us % 1000000) * 1000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    uint64_t seq = st->q_seq;
+    while (!st->closing && !st->paused && !st->syncing && st->q_seq == seq)
+        if (pthread_cond_timedwait(&st->q_wake, &st->q_lock, &until) == ETIMEDOUT) break;
+}
+
 static void *writer_main(void *arg)
 {
     struct store *st = arg;
@@ -384,6 +424,11 @@ static void *writer_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&st->q_lock);
         while (!st->closing && (!st->q_head || st->paused)) pthread_cond_wait(&st->q_wake, &st->q_lock);
+        if (st->linger_us > 0 && !st->closing && !st->syncing && queue_is_starts_only(st)) linger_for_more(st);
+        if (st->paused && !st->closing) { /* paused while lingering: back to the top */
+            pthread_mutex_unlock(&st->q_lock);
+            continue;
+        }
         struct store_op *batch = st->q_head, *last = st->q_head;
         uint64_t n = 0;
         if (batch) {
@@ -675,7 +720,10 @@ void store_sync(struct store *st)
     }
     pthread_mutex_lock(&st->q_lock);
     uint64_t target = st->q_seq;
+    st->syncing++;
+    pthread_cond_broadcast(&st->q_wake); /* a lingering writer commits now */
     while (st->q_done < target) pthread_cond_wait(&st->q_idle, &st->q_lock);
+    st->syncing--;
     pthread_mutex_unlock(&st->q_lock);
 }
 
