@@ -230,13 +230,14 @@ struct store {
     bool writer_started; /* written by open before the thread exists, read by close */
     /* The finisher thread runs the callbacks of committed batches, in commit
      * order, while the writer commits the next one (store_writer.c). f_lock
-     * guards its FIFO and f_stop. */
+     * guards its FIFO, f_stop and f_busy. */
     pthread_t finisher;
     bool finisher_started; /* like writer_started */
     pthread_mutex_t f_lock;
     pthread_cond_t f_wake;
     struct store_op *f_head, *f_tail; /* batches (their head ops), linked by done.next_batch */
     bool f_stop;
+    bool f_busy; /* the finisher is running batches it took */
 
     /* q_lock guards every field of this block. */
     pthread_mutex_t q_lock;

@@ -1,12 +1,17 @@
-/* test_store_linger.c - storage/store_writer.c: a queue holding only job
- * starts (running updates, progress) waits up to linger_us for one more op,
- * so that a fast job's start and end share one commit; anything else - an
- * insert, an end, store_sync, store_close - is never held back.
+/* test_store_writer.c - how the writer schedules its work
+ * (storage/store_writer.c, store_finish.c):
+ *  - a queue holding only job starts (running updates, progress) waits up to
+ *    linger_us for one more op, so that a fast job's start and end share one
+ *    commit; anything else - an insert, an end, store_sync, store_close - is
+ *    never held back;
+ *  - callbacks run on the writer when nothing else waits, else on the
+ *    finisher, and either way in queue order.
  *
  * A long linger (60 s) makes every check independent of timing: what should
  * commit at once does so long before it, and what should wait cannot miss it.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +23,7 @@
 #include "../../common/job.h"
 #include "../../common/log.h"
 #include "../../storage/store.h"
+#include "../../storage/store_int.h"
 #include "harness.h"
 #include "tmpdir.h"
 
@@ -189,6 +195,86 @@ static void test_without_linger_a_start_commits_alone(void)
     tmp_remove(&t);
 }
 
+/* ---- where callbacks run ------------------------------------------------ */
+
+#define N_ORDERED 200
+
+struct order {
+    atomic_int n;
+    int seen[N_ORDERED];
+    char thread[N_ORDERED][16];
+};
+
+struct order_ctx {
+    struct order *o;
+    int i;
+};
+
+static void record_order(void *ctx, int rc, struct job *job)
+{
+    struct order_ctx *c = ctx;
+    int k = atomic_fetch_add(&c->o->n, 1);
+    if (k < N_ORDERED) {
+        c->o->seen[k] = rc == 0 ? c->i : -1;
+        pthread_getname_np(pthread_self(), c->o->thread[k], sizeof c->o->thread[k]);
+    }
+    job_free(job);
+    free(c);
+}
+
+static void insert_recorded(struct store *st, struct order *o, int i)
+{
+    struct order_ctx *c = malloc(sizeof *c);
+    if (!c) abort();
+    *c = (struct order_ctx){.o = o, .i = i};
+    CHECK_EQ_INT(store_job_insert(st, make_job(), record_order, c), 0);
+}
+
+static void test_a_quiet_store_runs_callbacks_on_the_writer(void)
+{
+    struct tmp t;
+    tmp_make(&t, "writer-inline");
+    struct store *st = open_linger(t.db, -1);
+    struct order *o = calloc(1, sizeof *o);
+    insert_recorded(st, o, 0);
+    store_sync(st);
+    insert_recorded(st, o, 1);
+    store_sync(st);
+    CHECK_EQ_INT(atomic_load(&o->n), 2);
+    CHECK(o->seen[0] == 0 && o->seen[1] == 1);
+    CHECK_EQ_STR(o->thread[0], "jobd-store");
+    CHECK_EQ_STR(o->thread[1], "jobd-store");
+    store_close(st);
+    free(o);
+    tmp_remove(&t);
+}
+
+static void test_a_busy_store_hands_callbacks_to_the_finisher_in_order(void)
+{
+    struct tmp t;
+    tmp_make(&t, "writer-finisher");
+    struct store_options opt = {.path = t.db, .max_batch = 1, .linger_us = -1};
+    struct store *st = NULL;
+    CHECK_EQ_INT(store_open(&opt, &st), 0);
+    struct order *o = calloc(1, sizeof *o);
+    store__debug_pause(st, true); /* all queued first: every commit finds more waiting */
+    for (int i = 0; i < N_ORDERED; i++) insert_recorded(st, o, i);
+    store__debug_pause(st, false);
+    store_sync(st);
+    CHECK_EQ_INT(atomic_load(&o->n), N_ORDERED);
+    int in_order = 0, on_finisher = 0;
+    for (int i = 0; i < N_ORDERED; i++) {
+        in_order += o->seen[i] == i;
+        on_finisher += strcmp(o->thread[i], "jobd-store-cb") == 0;
+    }
+    CHECK_EQ_INT(in_order, N_ORDERED);
+    CHECK_EQ_STR(o->thread[0], "jobd-store-cb"); /* 199 ops were waiting behind it */
+    CHECK(on_finisher >= 1);
+    store_close(st);
+    free(o);
+    tmp_remove(&t);
+}
+
 int main(void)
 {
     log_init(LOG_LEVEL_OFF, LOG_FORMAT_TEXT);
@@ -196,5 +282,7 @@ int main(void)
     RUN(test_sync_and_close_end_the_linger);
     RUN(test_a_start_alone_commits_after_the_default_linger);
     RUN(test_without_linger_a_start_commits_alone);
+    RUN(test_a_quiet_store_runs_callbacks_on_the_writer);
+    RUN(test_a_busy_store_hands_callbacks_to_the_finisher_in_order);
     return harness_finish();
 }
