@@ -5,7 +5,11 @@ scheduling (delay, run_at, priority), what survives a restart in the middle,
 and a few races (idempotency, cancel while finishing).
 
 Nothing sleeps to hope a race resolves: waits are `wait_for` with a deadline,
-`?wait=` long polls or POST /v1/wait itself.
+`?wait=` long polls or POST /v1/wait itself. Nothing counts on a job lasting
+"long enough" on a loaded machine either: a job that must still be running
+(or a dependency still unfinished) while the test acts is a 60 s sleep that
+the test cancels, or an http_get held by a `Gate` until the test opens it;
+windows that must be timed (a delay, a retry back-off) are scaled.
 """
 
 import http.client
@@ -16,13 +20,23 @@ import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
 import requests
 
 from conftest import (REQUEST_TIMEOUT, TERMINAL, assert_error, assert_job_shape, body_json, parse_ts, rfc3339,
                       scaled, wait_for)
 
 MS = 0.0011  # timestamps carry milliseconds: allow one of rounding
+# A client-side elapsed time that must cover a server-side timer (a sleep, a
+# delay, a back-off): allow the timer's millisecond rounding.
+EARLY = 0.02
+MAX_WAIT = 3600  # the server's --max-wait (default): the longest ?wait= or POST /v1/wait timeout
+# How long a state the test must see, and act in (a poll then a cancel, a
+# submit or a kill), lasts: a few requests, with room for 4 test workers on 2
+# cores, and the sanitizers' slowdown.
+WINDOW = scaled(0.5)
 
 
 # --------------------------------------------------------------------------
@@ -119,8 +133,77 @@ def cancel_quietly(client, *ids):
             pass
 
 
+def in_backoff(client, job_id, attempt=1):
+    """The job when it waits for its retry after `attempt` attempts, else None."""
+    j = client.job(job_id)
+    return j if j["status"] == "scheduled" and j["attempt"] == attempt and j["error"] is not None else None
+
+
 def unique(prefix):
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def server_wait(seconds):
+    """A server-side wait (`?wait=`, POST /v1/wait `timeout`) of `seconds`,
+    scaled like every deadline, within what the server accepts."""
+    return min(scaled(seconds), MAX_WAIT)
+
+
+GATE_HOLD = min(scaled(60), 600)  # 600: the most an http_get may wait (its `timeout`)
+
+
+class Gate:
+    """A local HTTP server that holds every GET until open(): an http_get job
+    on it runs until the test lets it succeed. A dependency that must not be
+    done yet, or a job that must still be running at a kill -9, then lasts
+    exactly as long as the test needs, at no cost in time."""
+
+    def __init__(self):
+        self.opened = threading.Event()
+        opened = self.opened
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                opened.wait(GATE_HOLD)
+                body = b"open"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass  # the jobd that asked was killed meanwhile: nobody reads the answer
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/gate"
+
+    def spec(self, **opts):
+        """A job spec: an http_get that succeeds once the gate is open."""
+        return dict({"task": "http_get", "args": {"url": self.url, "timeout": GATE_HOLD}}, **opts)
+
+    def submit(self, client, **opts):
+        spec = self.spec(**opts)
+        return client.submit(spec.pop("task"), spec.pop("args"), **spec)
+
+    def open(self):
+        self.opened.set()
+
+    def close(self):
+        self.opened.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def gate():
+    g = Gate()
+    yield g
+    g.close()  # opens it first: a job still held finishes
 
 
 # ==========================================================================
@@ -128,22 +211,24 @@ def unique(prefix):
 
 
 def test_wait_all_completed_returns_every_job_in_request_order_deduplicated(client):
+    t0 = time.monotonic()  # before the sleep can start
     a = client.submit("sleep", {"seconds": 0.3})
     b = client.submit("sleep", {"seconds": 0.1})
     c = client.submit("square", {"n": 4})
     ids = [a["id"], b["id"], a["id"], c["id"], b["id"]]
-    done, not_done, took = ok_wait(client, ids, "ALL_COMPLETED", 10)
+    done, not_done, _ = ok_wait(client, ids, "ALL_COMPLETED", server_wait(10))
+    took = time.monotonic() - t0
     assert not_done == []
     assert [j["id"] for j in done] == [a["id"], b["id"], c["id"]], "request order kept, duplicates dropped"
     assert all(j["status"] == "succeeded" for j in done), done
     assert done[0]["result"] == {"slept": 0.3} and done[2]["result"] == 16, done
-    assert took >= 0.25, f"ALL_COMPLETED returned after {took:.3f}s, before the 0.3 s sleep could end"
+    assert took >= 0.3 - EARLY, f"ALL_COMPLETED returned {took:.3f}s after the 0.3 s sleep was submitted"
 
 
 def test_wait_default_return_when_is_all_completed(client):
     a = client.submit("sleep", {"seconds": 0.2})
     b = client.submit("noop")
-    done, not_done, _ = ok_wait(client, [a["id"], b["id"]], timeout=10)
+    done, not_done, _ = ok_wait(client, [a["id"], b["id"]], timeout=server_wait(10))
     assert not_done == [] and [j["id"] for j in done] == [a["id"], b["id"]], (done, not_done)
 
 
@@ -151,7 +236,7 @@ def test_wait_first_completed(client):
     slow = client.submit("sleep", {"seconds": 30})
     fast = client.submit("sleep", {"seconds": 0.1})
     try:
-        done, not_done, took = ok_wait(client, [slow["id"], fast["id"]], "FIRST_COMPLETED", 20)
+        done, not_done, took = ok_wait(client, [slow["id"], fast["id"]], "FIRST_COMPLETED", server_wait(20))
         assert [j["id"] for j in done] == [fast["id"]], done
         assert [j["id"] for j in not_done] == [slow["id"]], not_done
         assert done[0]["status"] == "succeeded"
@@ -161,12 +246,16 @@ def test_wait_first_completed(client):
 
 
 def test_wait_first_exception_returns_on_a_failure(client):
+    t0 = time.monotonic()  # before the failing job's delay starts
     slow = client.submit("sleep", {"seconds": 30})
     ok = client.submit("noop")
     bad = client.submit("fail", {"message": "expected"}, delay=0.2)
     try:
-        done, not_done, took = ok_wait(client, [slow["id"], ok["id"], bad["id"]], "FIRST_EXCEPTION", 20)
-        assert took >= 0.15, f"returned after {took:.3f}s, before the failing job could fail"
+        done, not_done, took = ok_wait(client, [slow["id"], ok["id"], bad["id"]], "FIRST_EXCEPTION",
+                                       server_wait(20))
+        since_submit = time.monotonic() - t0
+        assert since_submit >= 0.2 - EARLY, \
+            f"returned {since_submit:.3f}s after submitting, before the failing job (delay 0.2) could fail"
         assert took < scaled(5), took
         assert {j["id"] for j in done} == {ok["id"], bad["id"]}, done
         assert [j["id"] for j in not_done] == [slow["id"]], not_done
@@ -185,11 +274,14 @@ def test_wait_first_exception_ignores_successes_and_cancellations(client):
     assert client.wait_job(cancelled["id"])["status"] == "cancelled"
     quick = client.submit("noop")
     client.wait_job(quick["id"])
+    t0 = time.monotonic()  # before the sleep can start
     slow = client.submit("sleep", {"seconds": 0.4})
-    done, not_done, took = ok_wait(client, [cancelled["id"], quick["id"], slow["id"]], "FIRST_EXCEPTION", 20)
+    done, not_done, _ = ok_wait(client, [cancelled["id"], quick["id"], slow["id"]], "FIRST_EXCEPTION",
+                                server_wait(20))
+    took = time.monotonic() - t0
     assert not_done == [], f"FIRST_EXCEPTION returned early on a cancelled/succeeded job: {not_done!r}"
     assert [j["status"] for j in done] == ["cancelled", "succeeded", "succeeded"], done
-    assert took >= 0.3, took
+    assert took >= 0.4 - EARLY, f"returned {took:.3f}s after the 0.4 s sleep was submitted"
 
 
 def test_wait_first_exception_with_an_already_failed_job_returns_at_once(client):
@@ -197,7 +289,7 @@ def test_wait_first_exception_with_an_already_failed_job_returns_at_once(client)
     assert client.wait_job(bad["id"])["status"] == "failed"
     slow = client.submit("sleep", {"seconds": 30})
     try:
-        done, not_done, took = ok_wait(client, [slow["id"], bad["id"]], "FIRST_EXCEPTION", 20)
+        done, not_done, took = ok_wait(client, [slow["id"], bad["id"]], "FIRST_EXCEPTION", server_wait(20))
         assert took < scaled(2), took
         assert [j["id"] for j in done] == [bad["id"]] and [j["id"] for j in not_done] == [slow["id"]]
     finally:
@@ -208,6 +300,9 @@ def test_wait_timeout_returns_what_is_done(client):
     fast = client.submit("sleep", {"seconds": 0.05})
     slow = client.submit("sleep", {"seconds": 30})
     try:
+        # The 0.5 s wait must find fast done and slow running, however slow the machine.
+        assert client.wait_job(fast["id"])["status"] == "succeeded"
+        assert client.wait_running(slow["id"])["status"] == "running"
         done, not_done, took = ok_wait(client, [fast["id"], slow["id"]], "ALL_COMPLETED", 0.5)
         assert 0.45 <= took < scaled(3), f"a 0.5 s timeout returned after {took:.3f}s"
         assert [j["id"] for j in done] == [fast["id"]], done
@@ -228,7 +323,7 @@ def test_wait_on_finished_jobs_returns_at_once(client):
         client.wait_job(j["id"])
     ids = [j["id"] for j in jobs]
     for when in ("ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION"):
-        done, not_done, took = ok_wait(client, ids, when, 60)
+        done, not_done, took = ok_wait(client, ids, when, server_wait(60))
         assert took < scaled(2), f"{when} over finished jobs took {took:.2f}s"
         assert [j["id"] for j in done] == ids and not_done == [], (when, done, not_done)
 
@@ -264,7 +359,7 @@ def test_wait_errors(client):
     r = client.post("/v1/wait", json=[rid])
     assert_error(r, 400, "invalid_argument")
     # Exactly 10000 (duplicates) is accepted.
-    done, not_done, _ = ok_wait(client, [rid] * 10000, "ALL_COMPLETED", 10)
+    done, not_done, _ = ok_wait(client, [rid] * 10000, "ALL_COMPLETED", server_wait(10))
     assert [j["id"] for j in done] == [rid] and not_done == []
 
 
@@ -312,14 +407,14 @@ def test_wait_1000_jobs_all_completed(client):
             t.join(scaled(60))
         submit_took = time.monotonic() - t0
         assert all(ids), "some submits failed"
-        done, not_done, took = ok_wait(client, ids, "ALL_COMPLETED", 60)
+        done, not_done, took = ok_wait(client, ids, "ALL_COMPLETED", server_wait(60))
         assert not_done == [], f"{len(not_done)} of 1000 not done"
         assert [j["id"] for j in done] == ids
         assert all(j["status"] == "succeeded" for j in done)
         print(f"\nBENCH POST /v1/wait ALL_COMPLETED over 1000 {task} jobs: {took * 1000:.1f} ms "
               f"(submitting them took {submit_took * 1000:.0f} ms)")
         # Once all are finished, the same wait is an immediate read of 1000 jobs.
-        done, not_done, took2 = ok_wait(client, ids, "ALL_COMPLETED", 60)
+        done, not_done, took2 = ok_wait(client, ids, "ALL_COMPLETED", server_wait(60))
         assert len(done) == 1000 and not_done == []
         print(f"BENCH POST /v1/wait over 1000 finished {task} jobs: {took2 * 1000:.1f} ms")
 
@@ -336,7 +431,7 @@ def test_many_concurrent_waits_on_the_same_jobs_all_return(client):
             gate.wait(scaled(10))
             r = s.post(client.base_url + "/v1/wait",
                        json={"ids": ids, "return_when": "ALL_COMPLETED" if i % 2 else "FIRST_COMPLETED",
-                             "timeout": 30}, timeout=REQUEST_TIMEOUT + 30)
+                             "timeout": server_wait(30)}, timeout=REQUEST_TIMEOUT + server_wait(30))
             results[i] = (r.status_code, r.json())
         except Exception as e:  # noqa: BLE001 - reported below
             results[i] = ("error", repr(e))
@@ -373,7 +468,7 @@ def test_batch_create_get_and_list(client):
         assert j["task"] == specs[i]["task"] and j["args"] == specs[i]["args"], (i, j)
         assert j["status"] in ("queued", "scheduled", "running", "succeeded"), j
 
-    got = get_batch(client, b["id"], wait=10)
+    got = get_batch(client, b["id"], wait=server_wait(10))
     assert set(got) >= {"id", "total", "counts", "done", "created_at", "finished_at", "callback_url",
                         "callback_status", "idempotency_key"}, got
     assert got["id"] == b["id"] and got["total"] == 6 and got["done"] is True, got
@@ -394,17 +489,18 @@ def test_batch_create_get_and_list(client):
 
 
 def test_batch_get_wait_long_polls_until_done(client):
-    r, b = submit_batch(client, [{"task": "sleep", "args": {"seconds": 0.4}}, {"task": "noop"}])
+    # The sleep outlasts the next request (WINDOW), so the batch is not done yet.
+    r, b = submit_batch(client, [{"task": "sleep", "args": {"seconds": WINDOW}}, {"task": "noop"}])
     now = get_batch(client, b["id"])
     assert now["done"] is False and now["finished_at"] is None, now
     t0 = time.monotonic()
-    got = get_batch(client, b["id"], wait=10)
+    got = get_batch(client, b["id"], wait=server_wait(10))
     took = time.monotonic() - t0
     assert got["done"] is True and got["counts"]["succeeded"] == 2, got
     assert took < scaled(5), took
     # wait on a done batch: at once
     t0 = time.monotonic()
-    assert get_batch(client, b["id"], wait=30)["done"] is True
+    assert get_batch(client, b["id"], wait=server_wait(30))["done"] is True
     assert time.monotonic() - t0 < scaled(2)
 
 
@@ -418,7 +514,7 @@ def test_batch_get_wait_expires_when_not_done(client):
         assert 0.4 <= took < scaled(3), took
     finally:
         cancel_quietly(client, b["jobs"][0]["id"])
-    got = get_batch(client, b["id"], wait=10)
+    got = get_batch(client, b["id"], wait=server_wait(10))
     assert got["done"] is True and got["counts"]["cancelled"] == 1, got
 
 
@@ -436,7 +532,7 @@ def test_batch_depends_on_indexes(client):
     assert j1["depends_on"] == [j0["id"]], j1
     assert j2["depends_on"] == [j0["id"], j1["id"]], j2
     assert j1["status"] == "scheduled" and j2["status"] == "scheduled", b["jobs"]
-    assert get_batch(client, b["id"], wait=10)["counts"]["succeeded"] == 3
+    assert get_batch(client, b["id"], wait=server_wait(10))["counts"]["succeeded"] == 3
     d0, d1, d2 = (client.job(j["id"]) for j in (j0, j1, j2))
     assert parse_ts(d1["started_at"]) >= parse_ts(d0["finished_at"]), (d0, d1)
     assert parse_ts(d2["started_at"]) >= parse_ts(d1["finished_at"]), (d1, d2)
@@ -448,7 +544,7 @@ def test_batch_forward_dependency_and_failure_inside(client):
     specs = [{"task": "noop", "depends_on": [2]}, {"task": "fail", "args": {"message": "x"}},
              {"task": "noop"}, {"task": "echo", "depends_on": [1]}, {"task": "noop", "depends_on": [3]}]
     _, b = submit_batch(client, specs)
-    got = get_batch(client, b["id"], wait=10)
+    got = get_batch(client, b["id"], wait=server_wait(10))
     assert got["done"] is True, got
     assert got["counts"]["succeeded"] == 2 and got["counts"]["failed"] == 1 and got["counts"]["cancelled"] == 2, got
     d = [client.job(j["id"]) for j in b["jobs"]]
@@ -517,7 +613,7 @@ def test_batch_dependency_errors(client):
     ext = client.submit("noop")
     _, b = submit_batch(client, [{"task": "noop"}, {"task": "noop", "depends_on": [ext["id"], 0]}])
     assert b["jobs"][1]["depends_on"] == [ext["id"], b["jobs"][0]["id"]], b["jobs"][1]
-    assert get_batch(client, b["id"], wait=10)["counts"]["succeeded"] == 2
+    assert get_batch(client, b["id"], wait=server_wait(10))["counts"]["succeeded"] == 2
 
 
 def test_batch_idempotency_header_and_body(client):
@@ -583,7 +679,7 @@ def test_batch_of_10000_noops(make_server):
     assert b["total"] == 10000 and len(b["jobs"]) == 10000
     assert len({j["id"] for j in b["jobs"]}) == 10000
     t1 = time.monotonic()
-    got = get_batch(c, b["id"], wait=60)
+    got = get_batch(c, b["id"], wait=server_wait(60))
     ran = time.monotonic() - t1
     assert got["done"] is True, got
     assert got["counts"]["succeeded"] == 10000, got
@@ -591,7 +687,7 @@ def test_batch_of_10000_noops(make_server):
     listed = list_jobs(c, batch=b["id"])
     assert len(listed) == 10000 and all(j["status"] == "succeeded" for j in listed)
     ids = [j["id"] for j in b["jobs"]]
-    done, not_done, took = ok_wait(c, ids, "ALL_COMPLETED", 30)
+    done, not_done, took = ok_wait(c, ids, "ALL_COMPLETED", server_wait(30))
     assert len(done) == 10000 and not not_done
     assert [j["id"] for j in done] == ids
     print(f"BENCH POST /v1/wait over the 10000 finished jobs: {took * 1000:.0f} ms")
@@ -619,10 +715,10 @@ def test_largest_dependency_lists_and_waits_are_deduplicated_quickly(make_server
     assert b["jobs"][0]["depends_on"] == ids[:500]
     assert len(b["jobs"][30]["depends_on"]) == 30
     assert took < scaled(10), f"validating the batch took {took:.1f} s"
-    got = get_batch(c, b["id"], wait=60)
+    got = get_batch(c, b["id"], wait=server_wait(60))
     assert got["done"] and got["counts"]["succeeded"] == 270, got
     t0 = time.monotonic()
-    done, not_done, _ = ok_wait(c, (ids * 10)[:10000], "ALL_COMPLETED", 30)
+    done, not_done, _ = ok_wait(c, (ids * 10)[:10000], "ALL_COMPLETED", server_wait(30))
     assert [j["id"] for j in done] == ids and not not_done
     assert time.monotonic() - t0 < scaled(10)
     print(f"\nbatch of 270 x 1000 dependencies validated in {took * 1000:.0f} ms")
@@ -633,7 +729,7 @@ def test_batch_with_a_long_dependency_chain(client):
     specs = [{"task": "echo", "args": {"i": 0}}] + \
             [{"task": "echo", "args": {"i": i}, "depends_on": [i - 1]} for i in range(1, n)]
     _, b = submit_batch(client, specs)
-    got = get_batch(client, b["id"], wait=30)
+    got = get_batch(client, b["id"], wait=server_wait(30))
     assert got["done"] and got["counts"]["succeeded"] == n, got
     jobs = {j["id"]: j for j in list_jobs(client, batch=b["id"])}
     chain = [jobs[j["id"]] for j in b["jobs"]]
@@ -645,14 +741,18 @@ def test_batch_with_a_long_dependency_chain(client):
 # 3. depends_on
 
 
-def test_depends_on_waits_for_all_dependencies(client):
+def test_depends_on_waits_for_all_dependencies(client, gate):
     a = client.submit("sleep", {"seconds": 0.2})
-    b = client.submit("sleep", {"seconds": 0.4})
+    b = gate.submit(client)  # runs until the gate opens
     d = client.submit("echo", {"v": 1}, depends_on=[a["id"], b["id"]])
     assert d["status"] == "scheduled", d
     assert d["depends_on"] == [a["id"], b["id"]], d
-    # While a dependency runs, the dependent stays scheduled.
+    # While a dependency runs, the dependent stays scheduled, also once the other one succeeded.
     assert client.job(d["id"])["status"] == "scheduled"
+    assert client.wait_job(a["id"])["status"] == "succeeded"
+    assert client.wait_running(b["id"])["status"] == "running"
+    assert client.job(d["id"])["status"] == "scheduled", "the dependent ran before all its dependencies succeeded"
+    gate.open()
     dd = client.wait_job(d["id"])
     assert dd["status"] == "succeeded" and dd["result"] == {"v": 1}, dd
     da, db = client.job(a["id"]), client.job(b["id"])
@@ -660,14 +760,16 @@ def test_depends_on_waits_for_all_dependencies(client):
     assert start >= parse_ts(da["finished_at"]) and start >= parse_ts(db["finished_at"]), (da, db, dd)
 
 
-def test_depends_on_failure_cancels_transitively(client):
-    a = client.submit("fail", {"message": "root"}, delay=0.3)
+def test_depends_on_failure_cancels_transitively(client, gate):
+    # a fails only once the gate opens: after b, c and d were submitted.
+    a = client.submit("fail", {"message": "root"}, depends_on=[gate.submit(client)["id"]])
     b = client.submit("noop", depends_on=[a["id"]])
     c = client.submit("noop", depends_on=[b["id"]])
     other = client.submit("noop")
     d = client.submit("noop", depends_on=[c["id"], other["id"]])
     for j in (b, c, d):
         assert j["status"] == "scheduled", j
+    gate.open()
     assert client.wait_job(a["id"])["status"] == "failed"
     for j in (b, c, d):
         dj = client.wait_job(j["id"])
@@ -739,7 +841,7 @@ def test_depends_on_race_with_a_finishing_dependency(client):
     for _ in range(50):
         dep = client.submit("sleep", {"seconds": 0.01})
         dependents.append(client.submit("noop", depends_on=[dep["id"]])["id"])
-    done, not_done, _ = ok_wait(client, dependents, "ALL_COMPLETED", 20)
+    done, not_done, _ = ok_wait(client, dependents, "ALL_COMPLETED", server_wait(20))
     stuck = [(j["id"], j["status"]) for j in not_done]
     assert not stuck, f"dependents stuck after their dependency finished: {stuck}"
     bad = [(j["id"], j["status"], j["error"]) for j in done if j["status"] != "succeeded"]
@@ -767,7 +869,7 @@ def run_keyed(client, key, n, seconds, limit, executors=("thread", "async"), pol
             break
         assert time.monotonic() < deadline, "keyed jobs did not finish"
         time.sleep(0.01)
-    done, not_done, _ = ok_wait(client, ids, "ALL_COMPLETED", 30)
+    done, not_done, _ = ok_wait(client, ids, "ALL_COMPLETED", server_wait(30))
     assert not not_done
     return done, seen_max
 
@@ -799,7 +901,7 @@ def test_concurrency_limit_1_is_a_lock(client):
 def test_concurrency_key_without_limit_defaults_to_one(client):
     key = unique("deflock")
     ids = [client.submit("sleep", {"seconds": 0.1}, concurrency_key=key)["id"] for _ in range(3)]
-    done, _, _ = ok_wait(client, ids, "ALL_COMPLETED", 10)
+    done, _, _ = ok_wait(client, ids, "ALL_COMPLETED", server_wait(10))
     assert max_overlap([interval(j) for j in done]) == 1
 
 
@@ -813,13 +915,21 @@ def test_concurrency_limit_without_key_is_400(client):
 
 def test_priority_among_jobs_held_by_their_key(client):
     key = unique("prio")
-    first = client.submit("sleep", {"seconds": 0.5}, concurrency_key=key, concurrency_limit=1)
-    client.wait_running(first["id"])
-    low = client.submit("sleep", {"seconds": 0.05}, concurrency_key=key, concurrency_limit=1, priority=1,
-                        executor="thread")
-    mid = client.submit("sleep", {"seconds": 0.05}, concurrency_key=key, concurrency_limit=1, priority=5)
-    high = client.submit("sleep", {"seconds": 0.05}, concurrency_key=key, concurrency_limit=1, priority=10)
-    done, _, _ = ok_wait(client, [first["id"], low["id"], mid["id"], high["id"]], "ALL_COMPLETED", 10)
+    # The key's holder runs until the three others are submitted (then it is cancelled).
+    first = client.submit("sleep", {"seconds": 60}, concurrency_key=key, concurrency_limit=1)
+    assert client.wait_running(first["id"])["status"] == "running"
+    try:
+        low = client.submit("sleep", {"seconds": 0.05}, concurrency_key=key, concurrency_limit=1, priority=1,
+                            executor="thread")
+        mid = client.submit("sleep", {"seconds": 0.05}, concurrency_key=key, concurrency_limit=1, priority=5)
+        high = client.submit("sleep", {"seconds": 0.05}, concurrency_key=key, concurrency_limit=1, priority=10)
+        for j in (low, mid, high):
+            st = client.job(j["id"])["status"]
+            assert st in ("queued", "scheduled"), f"a job held by its key is {st}"
+    finally:
+        cancel_quietly(client, first["id"])
+    done, _, _ = ok_wait(client, [first["id"], low["id"], mid["id"], high["id"]], "ALL_COMPLETED", server_wait(10))
+    assert [j["status"] for j in done] == ["cancelled", "succeeded", "succeeded", "succeeded"], done
     order = [j["id"] for j in sorted(done, key=lambda j: parse_ts(j["started_at"]))]
     assert order == [first["id"], high["id"], mid["id"], low["id"]], \
         [(j["priority"], j["started_at"]) for j in done]
@@ -871,9 +981,9 @@ def test_retries_exhausted_record_every_attempt(client):
 
 
 def test_retry_waits_scheduled_between_attempts(client):
-    job = client.submit("fail", max_attempts=2, retry_backoff=0.5)
-    seen = wait_for(lambda: (lambda j: j if j["status"] == "scheduled" and j["attempt"] == 1 else None)(
-        client.job(job["id"])), 5, interval=0.01, message="the job scheduled for its retry")
+    job = client.submit("fail", max_attempts=2, retry_backoff=WINDOW)
+    seen = wait_for(lambda: in_backoff(client, job["id"]), 5, interval=0.01,
+                    message="the job scheduled for its retry")
     assert len(seen["attempts"]) == 1 and seen["attempts"][0]["error"]["type"] == "task_error", seen
     d = client.wait_job(job["id"])
     assert d["status"] == "failed" and d["attempt"] == 2 and len(d["attempts"]) == 2, d
@@ -890,14 +1000,15 @@ def test_succeeded_job_has_one_attempt(client):
 
 
 def test_delay_runs_on_time(client):
-    job = client.submit("noop", delay=0.5)
+    delay = WINDOW  # long enough for the next request to find the job still scheduled
+    job = client.submit("noop", delay=delay)
     assert job["status"] == "scheduled", job
     assert client.job(job["id"])["status"] == "scheduled"
     d = client.wait_job(job["id"])
     assert d["status"] == "succeeded", d
     late = (parse_ts(d["started_at"]) - parse_ts(d["created_at"])).total_seconds()
-    assert late >= 0.5 - MS, f"a job with delay 0.5 started {late:.3f}s after it was created"
-    assert late <= 0.5 + scaled(0.3), f"a job with delay 0.5 started {late:.3f}s after it was created"
+    assert late >= delay - MS, f"a job with delay {delay} started {late:.3f}s after it was created"
+    assert late <= delay + scaled(1), f"a job with delay {delay} started {late:.3f}s after it was created"
 
 
 def test_run_at_in_the_past_runs_at_once(client):
@@ -907,7 +1018,7 @@ def test_run_at_in_the_past_runs_at_once(client):
     d = client.wait_job(job["id"], timeout=3)
     assert d["status"] == "succeeded", d
     assert (parse_ts(d["started_at"]) - parse_ts(d["created_at"])).total_seconds() < scaled(1)
-    soon = rfc3339(datetime.now(timezone.utc) + timedelta(seconds=0.4))
+    soon = rfc3339(datetime.now(timezone.utc) + timedelta(seconds=WINDOW))  # still ahead when the submit lands
     j2 = client.submit("noop", run_at=soon)
     assert j2["status"] == "scheduled", j2
     d2 = client.wait_job(j2["id"])
@@ -917,11 +1028,16 @@ def test_run_at_in_the_past_runs_at_once(client):
 def test_priority_order_within_an_executor(make_server):
     srv = make_server(args=["--executors", "one=thread:1"])
     c = srv.client()
-    blocker = c.submit("sleep", {"seconds": 0.3})
-    c.wait_running(blocker["id"])
+    # The only worker is busy until every job is queued (then the blocker is cancelled).
+    blocker = c.submit("sleep", {"seconds": 60})
+    assert c.wait_running(blocker["id"])["status"] == "running"
     jobs = {p: c.submit("sleep", {"seconds": 0.02}, priority=p) for p in (1, 5, 3, -2, 5)}
+    for j in jobs.values():
+        assert c.job(j["id"])["status"] == "queued", c.job(j["id"])
+    assert c.cancel(blocker["id"]).status_code == 200
     ids = [blocker["id"]] + [j["id"] for j in jobs.values()]
-    done, _, _ = ok_wait(c, ids, "ALL_COMPLETED", 10)
+    done, _, _ = ok_wait(c, ids, "ALL_COMPLETED", server_wait(10))
+    assert [j["status"] for j in done] == ["cancelled"] + ["succeeded"] * 4, done
     by_start = sorted(done[1:], key=lambda j: parse_ts(j["started_at"]))
     assert [j["priority"] for j in by_start] == [5, 3, 1, -2], [(j["priority"], j["started_at"]) for j in by_start]
     assert max_overlap([interval(j) for j in done]) == 1
@@ -930,10 +1046,13 @@ def test_priority_order_within_an_executor(make_server):
 def test_priority_ties_run_in_submission_order(make_server):
     srv = make_server(args=["--executors", "one=thread:1"])
     c = srv.client()
-    blocker = c.submit("sleep", {"seconds": 0.3})
-    c.wait_running(blocker["id"])
+    blocker = c.submit("sleep", {"seconds": 60})  # cancelled once the others are queued
+    assert c.wait_running(blocker["id"])["status"] == "running"
     ids = [c.submit("sleep", {"seconds": 0.01}, priority=p)["id"] for p in (2, 2, 7, 2)]
-    done, _, _ = ok_wait(c, ids, "ALL_COMPLETED", 10)
+    for i in ids:
+        assert c.job(i)["status"] == "queued", c.job(i)
+    assert c.cancel(blocker["id"]).status_code == 200
+    done, _, _ = ok_wait(c, ids, "ALL_COMPLETED", server_wait(10))
     order = [j["id"] for j in sorted(done, key=lambda j: parse_ts(j["started_at"]))]
     assert order == [ids[2], ids[0], ids[1], ids[3]], order
 
@@ -945,7 +1064,10 @@ def test_priority_ties_run_in_submission_order(make_server):
 def test_restart_keeps_a_delayed_job_on_time(make_server):
     srv = make_server()
     c = srv.client()
-    job = c.submit("noop", delay=2)
+    # Still ahead after a kill -9 and a start (up to about 1 s under TSan, when
+    # the killed server's workers take their time to go).
+    delay = scaled(1.5)
+    job = c.submit("noop", delay=delay)
     assert job["status"] == "scheduled"
     srv.kill()
     srv.start()
@@ -954,14 +1076,16 @@ def test_restart_keeps_a_delayed_job_on_time(make_server):
     d = c.wait_job(job["id"], timeout=10)
     assert d["status"] == "succeeded", d
     late = (parse_ts(d["started_at"]) - parse_ts(d["created_at"])).total_seconds()
-    assert 2 - MS <= late <= 2 + scaled(1), f"delay 2 job started {late:.3f}s after it was created"
+    assert delay - MS <= late <= delay + scaled(1), f"delay {delay} job started {late:.3f}s after it was created"
 
 
-def test_restart_with_a_dependent_waiting_on_a_running_dependency(make_server):
+def test_restart_with_a_dependent_waiting_on_a_running_dependency(make_server, gate):
     srv = make_server()
     c = srv.client()
-    retried = c.submit("sleep", {"seconds": 1.0}, max_attempts=2, retry_backoff=0.05)
-    lost = c.submit("sleep", {"seconds": 1.0}, max_attempts=1)
+    # Both run until the kill: retried waits at the gate (its second attempt,
+    # after the restart, goes through), lost sleeps far longer than the test.
+    retried = gate.submit(c, max_attempts=2, retry_backoff=0.05)
+    lost = c.submit("sleep", {"seconds": 60}, max_attempts=1)
     after_retried = c.submit("echo", {"ok": 1}, depends_on=[retried["id"]])
     after_lost = c.submit("echo", {"ok": 2}, depends_on=[lost["id"]])
     chain = c.submit("noop", depends_on=[after_lost["id"]])
@@ -970,6 +1094,7 @@ def test_restart_with_a_dependent_waiting_on_a_running_dependency(make_server):
     srv.kill()
     srv.start()
     c = srv.client()
+    gate.open()
     dr = c.wait_job(retried["id"], timeout=10)
     assert dr["status"] == "succeeded" and dr["attempt"] == 2, dr
     da = c.wait_job(after_retried["id"], timeout=10)
@@ -982,11 +1107,14 @@ def test_restart_with_a_dependent_waiting_on_a_running_dependency(make_server):
         assert dj["status"] == "cancelled" and dj["error"]["type"] == "dependency_failed", dj
 
 
-def test_restart_with_a_half_done_batch(make_server):
+def test_restart_with_a_half_done_batch(make_server, gate):
     srv = make_server()
     c = srv.client()
-    specs = [{"task": "noop"}] * 4 + [{"task": "sleep", "args": {"seconds": 1.5}}] * 3 + \
-            [{"task": "sleep", "args": {"seconds": 1.5}, "max_attempts": 2, "retry_backoff": 0.05}] * 2 + \
+    # Jobs 4-8 run until the kill: 4-6 sleep far longer than the test (one
+    # attempt: lost), 7-8 wait at the gate, opened after the restart for their
+    # second attempt.
+    specs = [{"task": "noop"}] * 4 + [{"task": "sleep", "args": {"seconds": 60}}] * 3 + \
+            [gate.spec(max_attempts=2, retry_backoff=0.05)] * 2 + \
             [{"task": "noop", "depends_on": [4]}]
     _, b = submit_batch(c, specs)
     ids = [j["id"] for j in b["jobs"]]
@@ -999,7 +1127,8 @@ def test_restart_with_a_half_done_batch(make_server):
     srv.kill()
     srv.start()
     c = srv.client()
-    got = get_batch(c, b["id"], wait=15)
+    gate.open()
+    got = get_batch(c, b["id"], wait=server_wait(15))
     assert got["done"] is True, got
     assert got["total"] == 10 and sum(got["counts"].values()) == 10, got
     for s in ("scheduled", "queued", "running"):
@@ -1032,7 +1161,7 @@ def test_restart_keeps_the_concurrency_limit(make_server):
             break
         assert time.monotonic() < deadline, "keyed jobs did not finish after restart"
         time.sleep(0.01)
-    done, not_done, _ = ok_wait(c, ids, "ALL_COMPLETED", 10)
+    done, not_done, _ = ok_wait(c, ids, "ALL_COMPLETED", server_wait(10))
     assert not not_done and all(j["status"] == "succeeded" for j in done), done
     assert seen <= 1, f"{seen} jobs of a limit-1 key running at once after restart"
     assert max_overlap([interval(j) for j in done]) == 1, [(j["started_at"], j["finished_at"]) for j in done]
@@ -1044,20 +1173,23 @@ def test_wait_in_progress_returns_when_the_server_drains(make_server):
     exits 0. Several at once, since a lost reply is a race at shutdown."""
     srv = make_server()  # grace 2 s (conftest)
     c = srv.client()
-    slow = c.submit("sleep", {"seconds": 5})
-    fast = c.submit("sleep", {"seconds": 0.3})
+    slow = c.submit("sleep", {"seconds": 60})  # still running at SIGTERM: stopped after the grace
+    # `sent` below only means the requests were written: fast lasts long enough
+    # for the server to have read and parked them all before it ends.
+    fast = c.submit("sleep", {"seconds": scaled(1)})
     n_waits = 6
     results = [dict() for _ in range(n_waits + 1)]
 
     def waiter(i):
         res = results[i]
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=REQUEST_TIMEOUT + 30)
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=REQUEST_TIMEOUT + server_wait(30))
             if i < n_waits:
-                conn.request("POST", "/v1/wait", body=json.dumps({"ids": [slow["id"], fast["id"]], "timeout": 30}),
+                conn.request("POST", "/v1/wait",
+                             body=json.dumps({"ids": [slow["id"], fast["id"]], "timeout": server_wait(30)}),
                              headers={"Content-Type": "application/json"})
             else:
-                conn.request("GET", f"/v1/jobs/{slow['id']}?wait=30")
+                conn.request("GET", f"/v1/jobs/{slow['id']}?wait={server_wait(30)}")
             res["sent"] = True
             resp = conn.getresponse()
             res["status"] = resp.status
@@ -1070,7 +1202,7 @@ def test_wait_in_progress_returns_when_the_server_drains(make_server):
     for t in threads:
         t.start()
     wait_for(lambda: all(r.get("sent") for r in results), 5, message="the wait requests sent")
-    # The fast job ends 0.3 s later: by then the waits are parked, and must still be.
+    # When the fast job ends the waits are parked, and must still be.
     assert c.wait_job(fast["id"])["status"] == "succeeded"
     assert all(t.is_alive() for t in threads) and not any("status" in r for r in results), \
         f"a wait returned before the slow job ended: {results}"
@@ -1174,16 +1306,20 @@ def test_cancel_while_finishing(server, client):
 def test_wait_counts_a_retrying_job_only_when_its_last_attempt_ends(client):
     """A failed attempt with attempts left is not an exception yet: FIRST_EXCEPTION
     and ALL_COMPLETED both wait for the final outcome."""
+    t0 = time.monotonic()  # before the first attempt
     flaky = client.submit("fail", {"message": "again"}, max_attempts=3, retry_backoff=0.2)
     slow = client.submit("sleep", {"seconds": 30})
     try:
-        done, not_done, took = ok_wait(client, [slow["id"], flaky["id"]], "FIRST_EXCEPTION", 20)
+        done, not_done, _ = ok_wait(client, [slow["id"], flaky["id"]], "FIRST_EXCEPTION", server_wait(20))
+        took = time.monotonic() - t0
         assert [j["id"] for j in done] == [flaky["id"]], (done, not_done)
         assert done[0]["status"] == "failed" and done[0]["attempt"] == 3, done[0]
-        assert took >= 0.55, f"returned after {took:.3f}s, before back-offs 0.2 + 0.4 had passed"
+        assert took >= 0.6 - EARLY, f"returned {took:.3f}s after the submit, before back-offs 0.2 + 0.4 had passed"
+        t0 = time.monotonic()
         again = client.submit("fail", max_attempts=2, retry_backoff=0.3)
-        done, not_done, took = ok_wait(client, [again["id"]], "ALL_COMPLETED", 20)
-        assert not not_done and done[0]["attempt"] == 2 and took >= 0.25, (done, took)
+        done, not_done, _ = ok_wait(client, [again["id"]], "ALL_COMPLETED", server_wait(20))
+        took = time.monotonic() - t0
+        assert not not_done and done[0]["attempt"] == 2 and took >= 0.3 - EARLY, (done, took)
     finally:
         cancel_quietly(client, slow["id"])
 
@@ -1201,63 +1337,78 @@ def test_dependent_waits_for_the_last_attempt_of_its_dependency(client):
 
 
 def test_cancel_during_retry_backoff_sticks(client):
-    job = client.submit("fail", max_attempts=3, retry_backoff=0.3)
-    wait_for(lambda: client.job(job["id"])["status"] == "scheduled", 5, interval=0.01,
-             message="the job waiting for its retry")
+    backoff = WINDOW  # the poll, then the cancel, land within it
+    job = client.submit("fail", max_attempts=3, retry_backoff=backoff)
+    wait_for(lambda: in_backoff(client, job["id"]), 5, interval=0.01, message="the job waiting for its retry")
     r = client.cancel(job["id"])
     assert r.status_code == 200, r.text
     d = client.wait_job(job["id"])
-    assert d["status"] == "cancelled", d
-    # Past the back-off, no second attempt ran.
-    done, _, _ = ok_wait(client, [client.submit("noop", delay=0.6)["id"]], "ALL_COMPLETED", 10)
+    assert d["status"] == "cancelled" and d["attempt"] == 1 and len(d["attempts"]) == 1, d
+    # Past the back-off (a job due just after the retry was), no second attempt ran.
+    retry_due = parse_ts(d["attempts"][0]["finished_at"]) + timedelta(seconds=backoff)
+    probe = client.submit("noop", run_at=rfc3339(retry_due + timedelta(seconds=0.2)))
+    ok_wait(client, [probe["id"]], "ALL_COMPLETED", server_wait(10))
     d2 = client.job(job["id"])
     assert d2["status"] == "cancelled" and d2["attempt"] == 1 and len(d2["attempts"]) == 1, d2
 
 
 def test_cancel_a_delayed_job_before_its_time(client):
-    job = client.submit("noop", delay=0.4)
+    delay = WINDOW  # the cancel lands well before it
+    job = client.submit("noop", delay=delay)
     r = client.cancel(job["id"])
     assert r.status_code == 200, r.text
     assert client.wait_job(job["id"], timeout=3)["status"] == "cancelled"
-    ok_wait(client, [client.submit("noop", delay=0.6)["id"]], "ALL_COMPLETED", 10)
+    # Once a job due just after it has run, the cancelled one still never started.
+    due = parse_ts(job["created_at"]) + timedelta(seconds=delay)
+    probe = client.submit("noop", run_at=rfc3339(due + timedelta(seconds=0.2)))
+    ok_wait(client, [probe["id"]], "ALL_COMPLETED", server_wait(10))
     d = client.job(job["id"])
     assert d["status"] == "cancelled" and d["started_at"] is None, d
 
 
 def test_a_job_in_retry_backoff_does_not_hold_its_key(client):
     key = unique("backoff")
-    flaky = client.submit("fail", max_attempts=2, retry_backoff=0.6, concurrency_key=key, concurrency_limit=1)
-    wait_for(lambda: client.job(flaky["id"])["status"] == "scheduled", 5, interval=0.01,
-             message="the job waiting for its retry")
-    other = client.submit("noop", concurrency_key=key, concurrency_limit=1)
-    d = client.wait_job(other["id"], timeout=5)
+    # A back-off far longer than the test: the other job runs, and ends, within it.
+    flaky = client.submit("fail", max_attempts=2, retry_backoff=60, concurrency_key=key, concurrency_limit=1)
+    try:
+        wait_for(lambda: in_backoff(client, flaky["id"]), 5, interval=0.01, message="the job waiting for its retry")
+        other = client.submit("noop", concurrency_key=key, concurrency_limit=1)
+        d = client.wait_job(other["id"], timeout=5)
+        assert d["status"] == "succeeded", d
+        assert in_backoff(client, flaky["id"]), \
+            f"the other job ran only after the back-off: {client.job(flaky['id'])!r}"
+    finally:
+        cancel_quietly(client, flaky["id"])
     df = client.wait_job(flaky["id"])
-    assert d["status"] == "succeeded" and df["status"] == "failed", (d, df)
-    assert parse_ts(d["started_at"]) < parse_ts(df["started_at"]), \
-        "a job waiting out its retry back-off kept its concurrency key from another job"
+    assert df["status"] == "cancelled" and df["attempt"] == 1, df
 
 
 def test_a_delayed_or_dependent_job_does_not_hold_its_key(client):
     key = unique("sched")
-    later = client.submit("noop", delay=1.0, concurrency_key=key)
-    blocker = client.submit("sleep", {"seconds": 30})
+    # Both wait far longer than the test (then are cancelled): `now`, with the
+    # same key, runs meanwhile.
+    later = client.submit("noop", delay=60, concurrency_key=key)
+    blocker = client.submit("sleep", {"seconds": 60})
     dependent = client.submit("noop", depends_on=[blocker["id"]], concurrency_key=key)
     try:
         now = client.submit("square", {"n": 2}, concurrency_key=key)
-        d = client.wait_job(now["id"], timeout=0.8)
+        d = client.wait_job(now["id"], timeout=5)
         assert d["status"] == "succeeded", d
+        for j in (later, dependent):
+            assert client.job(j["id"])["status"] == "scheduled", client.job(j["id"])
     finally:
-        cancel_quietly(client, blocker["id"])
-    assert client.wait_job(later["id"])["status"] == "succeeded"
+        cancel_quietly(client, blocker["id"], later["id"])
+    assert client.wait_job(later["id"])["status"] == "cancelled"
     assert client.wait_job(dependent["id"])["status"] == "cancelled"
 
 
 def test_restart_during_retry_backoff(make_server):
     srv = make_server()
     c = srv.client()
-    job = c.submit("fail", {"message": "m"}, max_attempts=3, retry_backoff=0.5)
-    wait_for(lambda: c.job(job["id"])["status"] == "scheduled", 5, interval=0.01,
-             message="the job waiting for its retry")
+    # Back-offs of B, then 2B = WINDOW: the kill lands in the second one, found by polling.
+    job = c.submit("fail", {"message": "m"}, max_attempts=3, retry_backoff=WINDOW / 2)
+    wait_for(lambda: in_backoff(c, job["id"], attempt=2), 5, interval=0.01,
+             message="the job waiting for its third attempt")
     srv.kill()
     srv.start()
     c = srv.client()
@@ -1286,7 +1437,7 @@ def test_batch_past_max_queued_is_429_and_creates_nothing(make_server):
     assert r.headers.get("Retry-After"), r.headers
     assert total_jobs(c) == 0, "a refused batch created jobs"
     _, b = submit_batch(c, [{"task": "noop"}] * 5)
-    assert get_batch(c, b["id"], wait=10)["counts"]["succeeded"] == 5
+    assert get_batch(c, b["id"], wait=server_wait(10))["counts"]["succeeded"] == 5
 
 
 def test_restart_keeps_idempotency_and_dependency_gates(make_server):
@@ -1295,7 +1446,7 @@ def test_restart_keeps_idempotency_and_dependency_gates(make_server):
     key = unique("bk")
     _, b = submit_batch(c, [{"task": "noop"}, {"task": "echo", "args": {"a": 1}, "depends_on": [0]}],
                         headers={"Idempotency-Key": key})
-    get_batch(c, b["id"], wait=10)
+    get_batch(c, b["id"], wait=server_wait(10))
     jkey = unique("jk")
     first = c.submit("square", {"n": 4}, idempotency_key=jkey)
     c.wait_job(first["id"])
@@ -1312,7 +1463,8 @@ def test_restart_keeps_idempotency_and_dependency_gates(make_server):
     assert b2["id"] == b["id"] and [j["id"] for j in b2["jobs"]] == [j["id"] for j in b["jobs"]]
     again = c.submit("square", {"n": 4}, expect=200, idempotency_key=jkey)
     assert again["id"] == first["id"]
-    done, not_done, _ = ok_wait(c, [delayed["id"], on_delayed["id"], on_finished_later["id"]], "ALL_COMPLETED", 10)
+    done, not_done, _ = ok_wait(c, [delayed["id"], on_delayed["id"], on_finished_later["id"]], "ALL_COMPLETED",
+                                server_wait(10))
     assert not not_done, not_done
     assert [j["status"] for j in done] == ["succeeded"] * 3, done
     assert parse_ts(done[1]["started_at"]) >= parse_ts(done[0]["finished_at"]), done
@@ -1325,11 +1477,14 @@ def test_batch_jobs_respect_keys_and_priorities(make_server):
     key = unique("bk")
     _, b = submit_batch(c, [{"task": "sleep", "args": {"seconds": 0.1}, "executor": "a", "concurrency_key": key,
                              "concurrency_limit": 2}] * 6)
-    done, not_done, _ = ok_wait(c, [j["id"] for j in b["jobs"]], "ALL_COMPLETED", 10)
+    done, not_done, _ = ok_wait(c, [j["id"] for j in b["jobs"]], "ALL_COMPLETED", server_wait(10))
     assert not not_done and max_overlap([interval(j) for j in done]) == 2
-    blocker = c.submit("sleep", {"seconds": 0.3}, executor="one")
-    c.wait_running(blocker["id"])
+    blocker = c.submit("sleep", {"seconds": 60}, executor="one")  # cancelled once the batch is queued
+    assert c.wait_running(blocker["id"])["status"] == "running"
     _, b = submit_batch(c, [{"task": "sleep", "args": {"seconds": 0.02}, "priority": p, "executor": "one"}
                             for p in (1, 5, 3)])
-    done, _, _ = ok_wait(c, [j["id"] for j in b["jobs"]], "ALL_COMPLETED", 10)
+    for j in b["jobs"]:
+        assert c.job(j["id"])["status"] == "queued", c.job(j["id"])
+    assert c.cancel(blocker["id"]).status_code == 200
+    done, _, _ = ok_wait(c, [j["id"] for j in b["jobs"]], "ALL_COMPLETED", server_wait(10))
     assert [j["priority"] for j in sorted(done, key=lambda j: parse_ts(j["started_at"]))] == [5, 3, 1]

@@ -181,7 +181,8 @@ def test_ids_sort_by_creation(client):
 
 
 def test_post_wait_returns_200_with_the_finished_job(client):
-    r = client.post("/v1/jobs", params={"wait": 10}, json={"task": "square", "args": {"n": 4}})
+    r = client.post("/v1/jobs", params={"wait": scaled(10)}, json={"task": "square", "args": {"n": 4}},
+                    timeout=REQUEST_TIMEOUT + scaled(10))
     assert r.status_code == 200, r.text
     job = assert_job_shape(body_json(r))
     assert job["status"] == "succeeded" and job["result"] == 16, job
@@ -204,14 +205,17 @@ def test_post_wait_returns_202_when_not_finished_in_time(client):
 
 
 def test_get_wait_returns_as_soon_as_the_job_ends(client):
+    # The poll's deadline (wait) is far past the bound on its reply, so a poll
+    # that ran to its deadline instead of waking at the job's end fails.
+    wait = scaled(10)
     job = client.submit("sleep", {"seconds": 0.3})
     t0 = time.monotonic()
-    r = client.get(f"/v1/jobs/{job['id']}", params={"wait": 5})
+    r = client.get(f"/v1/jobs/{job['id']}", params={"wait": wait}, timeout=REQUEST_TIMEOUT + wait)
     elapsed = time.monotonic() - t0
     assert r.status_code == 200, r.text
     done = body_json(r)
     assert done["status"] == "succeeded", done
-    assert elapsed < min(4, scaled(2)), f"long poll took {elapsed:.2f}s for a 0.3s job"
+    assert elapsed < scaled(3), f"long poll took {elapsed:.2f}s for a 0.3s job (wait={wait:g})"
 
 
 def test_get_wait_expires_with_the_running_job(client):
@@ -599,7 +603,7 @@ def test_cancel_running_sleep_wakes_its_long_poll(server, client):
 
     def long_poll():
         s = server.client()
-        r = s.get(f"/v1/jobs/{job['id']}", params={"wait": 60}, timeout=scaled(90))
+        r = s.get(f"/v1/jobs/{job['id']}", params={"wait": scaled(60)}, timeout=REQUEST_TIMEOUT + scaled(60))
         polled["status"], polled["job"], polled["at"] = r.status_code, r.json(), time.monotonic()
 
     poller = threading.Thread(target=long_poll, daemon=True)
@@ -711,24 +715,26 @@ def test_delete_unfinished_is_409_and_unknown_is_404(client):
 
 
 def test_delay_schedules_then_runs(client):
-    job = client.submit("noop", delay=1)
+    delay = scaled(1)  # the GET below must come before it passes, on a slow build too
+    job = client.submit("noop", delay=delay)
     assert job["status"] == "scheduled", job
     created = parse_ts(job["created_at"])
     if job["scheduled_at"] is not None:
-        assert abs((parse_ts(job["scheduled_at"]) - created).total_seconds() - 1) < 0.05, job
+        assert abs((parse_ts(job["scheduled_at"]) - created).total_seconds() - delay) < 0.05, job
     assert client.job(job["id"])["status"] == "scheduled"
-    done = client.wait_job(job["id"], timeout=10)
+    done = client.wait_job(job["id"], timeout=10 + delay)
     assert done["status"] == "succeeded", done
-    assert parse_ts(done["started_at"]) >= created + timedelta(seconds=1), done
+    assert parse_ts(done["started_at"]) >= created + timedelta(seconds=delay), done
 
 
 def test_run_at_schedules_then_runs(client):
-    at = datetime.now(timezone.utc) + timedelta(seconds=1.2)
+    ahead = scaled(1.2)  # still ahead when the submit is served, on a slow build too
+    at = datetime.now(timezone.utc) + timedelta(seconds=ahead)
     at = at.replace(microsecond=at.microsecond // 1000 * 1000)
     job = client.submit("square", {"n": 2}, run_at=rfc3339(at))
     assert job["status"] == "scheduled", job
     assert parse_ts(job["scheduled_at"]) == at, (rfc3339(at), job)
-    done = client.wait_job(job["id"], timeout=10)
+    done = client.wait_job(job["id"], timeout=10 + ahead)
     assert done["status"] == "succeeded" and done["result"] == 4, done
     assert parse_ts(done["started_at"]) >= at, (rfc3339(at), done)
 
@@ -1100,7 +1106,9 @@ def test_200_concurrent_long_polls_return_when_their_jobs_end(make_server):
     n_jobs, per_job = 40, 5
     srv = make_server(args=["--executors", f"t=thread:{n_jobs}"])
     c = srv.client()
-    jobs = [c.submit("sleep", {"seconds": 3})["id"] for _ in range(n_jobs)]
+    # Long enough (scaled) that most polls are sent while their job runs: the
+    # 40 submits, their starts and the 200 threads all come first.
+    jobs = [c.submit("sleep", {"seconds": scaled(3)})["id"] for _ in range(n_jobs)]
     for job_id in jobs:
         c.wait_running(job_id)
 
@@ -1114,7 +1122,7 @@ def test_200_concurrent_long_polls_return_when_their_jobs_end(make_server):
         try:
             barrier.wait(scaled(30))
             sent = datetime.now(timezone.utc)
-            r = s.get(f"/v1/jobs/{job_id}", params={"wait": 60}, timeout=scaled(90))
+            r = s.get(f"/v1/jobs/{job_id}", params={"wait": scaled(60)}, timeout=REQUEST_TIMEOUT + scaled(60))
             got = datetime.now(timezone.utc)
             results[i] = (r.status_code, r.json() if r.status_code == 200 else r.text, sent, got)
         except Exception as e:  # noqa: BLE001 - reported below
@@ -1151,7 +1159,10 @@ def test_200_concurrent_long_polls_return_when_their_jobs_end(make_server):
 
 
 def test_sigterm_exits_0_with_a_running_job(make_server):
-    srv = make_server(args=["--executors", "t=thread:2"])
+    # A grace ten times the job's length (scaled): the 0.5 s job ends well
+    # within it even on a slow, loaded machine.
+    grace = int(scaled(5))
+    srv = make_server(args=["--executors", "t=thread:2"], grace=grace)
     c = srv.client()
     job = c.submit("sleep", {"seconds": 0.5})
     c.wait_running(job["id"])
@@ -1174,7 +1185,8 @@ def test_sigterm_with_a_long_poll_and_a_job_longer_than_the_grace(make_server):
 
     def long_poll():
         try:
-            r = srv.client().get(f"/v1/jobs/{job['id']}", params={"wait": 120}, timeout=scaled(150))
+            r = srv.client().get(f"/v1/jobs/{job['id']}", params={"wait": scaled(120)},
+                                 timeout=REQUEST_TIMEOUT + scaled(120))
             outcome["reply"] = r.status_code
         except requests.RequestException as e:
             outcome["reply"] = repr(e)

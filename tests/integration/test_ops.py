@@ -331,6 +331,15 @@ def test_retention_keeps_the_database_from_growing_under_load(make_server):
         time.sleep(1.0)  # the sampling period of the measurement, not a wait for a condition
         samples.append((round(time.monotonic() - t0, 1), db_files_size(srv.db)))
     stop.set()
+    # The newest jobs (submitted in the last half second, at most 30) are
+    # still there: checked at once, before anything else, as the retention
+    # (2 s, unscaled: it is what the load is measured against) runs on.
+    c = srv.client()
+    with lock:
+        now = time.monotonic()
+        newest = [i for t, i in submitted if t >= now - 0.5][-30:] or [i for _, i in submitted[-1:]]
+    for i in newest:
+        assert c.get(f"/v1/jobs/{i}").status_code == 200, "a job younger than the retention was deleted"
     for w in workers:
         w.join(REQUEST_TIMEOUT)
     assert not errors, errors[:3]
@@ -342,12 +351,8 @@ def test_retention_keeps_the_database_from_growing_under_load(make_server):
     assert last <= 1.2 * at_warm, f"the database kept growing under load: {series}"
     assert len(submitted) > 500, f"too little load to measure anything ({len(submitted)} jobs)"
 
-    c = srv.client()
-    # The oldest jobs are gone; the newest (finished less than the retention ago) are there.
+    # The oldest jobs are gone (the newest were there, above).
     oldest = [i for t, i in submitted if t - t0 < 1.0][:30]
-    newest = [i for _, i in submitted[-30:]]
-    for i in newest:
-        assert c.get(f"/v1/jobs/{i}").status_code == 200, "a job younger than the retention was deleted"
     for i in oldest:
         assert_error(c.get(f"/v1/jobs/{i}"), 404, "not_found")
 
@@ -467,9 +472,10 @@ def test_drain_grace_is_shared_by_every_executor(make_server):
     """Regression: executors were drained one after another, each with the
     whole grace, so shutdown took executors x grace (and a later executor kept
     starting jobs meanwhile)."""
-    srv = make_server(args=["--executors", "t=thread:1,p=process:1,a=async:4"], grace=2)
+    grace = int(scaled(3))
+    srv = make_server(args=["--executors", "t=thread:1,p=process:1,a=async:4"], grace=grace)
     c = srv.client()
-    jobs = [c.submit("sleep", {"seconds": 30}, executor=ex) for ex in ("t", "p", "a")]
+    jobs = [c.submit("sleep", {"seconds": 10 * grace}, executor=ex) for ex in ("t", "p", "a")]
     for j in jobs:
         c.wait_running(j["id"])
     t0 = time.monotonic()
@@ -477,7 +483,12 @@ def test_drain_grace_is_shared_by_every_executor(make_server):
     code = wait_exit(srv, 20)
     took = time.monotonic() - t0
     assert code == 0, srv.stderr_text()
-    assert took < 2 + scaled(1.5), f"shutdown took {took:.1f}s with --grace 2"
+    # Shared: the grace, the process executor's 0.8 s SIGTERM-to-SIGKILL, and
+    # slack - and less than two graces, where one executor after another would
+    # take three.
+    limit = grace + 0.8 + scaled(1.5)
+    assert limit < 2 * grace
+    assert took < limit, f"shutdown took {took:.1f}s with --grace {grace}"
     srv.start()
     c = srv.client()
     for j in jobs:
