@@ -415,7 +415,8 @@ done
 BIGQ1000=$("$PY" -c 'import json; print(json.dumps({"jobs": [{"task": "noop"}] * 1000}, separators=(",", ":")))')
 for ((r = 1; r <= BIG_RUNS; r++)); do
     log "(m) RSS with $BIG_JOBS jobs queued (behind a sleep 3600 on a 1-thread executor), run $r/$BIG_RUNS"
-    start_server --executors one=thread:1 --max-queued $((BIG_JOBS * 2))
+    # --grace 1: the stop need not wait the default 30 s for the sleep
+    start_server --executors one=thread:1 --max-queued $((BIG_JOBS * 2)) --grace 1
     curl -sS --noproxy '*' -m 10 -o /dev/null -X POST -H 'Content-Type: application/json' \
         --data '{"task":"sleep","args":{"seconds":3600}}' "http://127.0.0.1:$PORT/v1/jobs" || true
     sub=$(lg --connections 4 --requests $((BIG_JOBS / 1000)) --method POST --path /v1/batches \
