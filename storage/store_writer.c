@@ -432,10 +432,15 @@ static void *writer_main(void *arg)
         struct store_op *batch = st->q_head, *last = st->q_head;
         uint64_t n = 0;
         if (batch) {
-            n = 1;
-            while (last->next && n < (uint64_t)st->max_batch) {
-                last = last->next;
-                n++;
+            if (st->q_len <= (uint64_t)st->max_batch) {
+                last = st->q_tail; /* all of it: no walk over cache-cold ops under the lock */
+                n = st->q_len;
+            } else {
+                n = 1;
+                while (last->next && n < (uint64_t)st->max_batch) {
+                    last = last->next;
+                    n++;
+                }
             }
             st->q_head = last->next;
             if (!st->q_head) st->q_tail = NULL;
