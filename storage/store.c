@@ -422,6 +422,7 @@ static void store_free(struct store *st)
         if (rc != SQLITE_OK) LOG_ERROR("store: closing %s: %s", st->path, sqlite3_errstr(rc));
     }
     free(st->dedup);
+    free(st->bend);
     pthread_mutex_destroy(&st->q_lock);
     pthread_cond_destroy(&st->q_wake);
     pthread_cond_destroy(&st->q_idle);

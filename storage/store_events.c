@@ -254,6 +254,26 @@ out:
     return ret;
 }
 
+/* Notes that a job of batch_id ended in this transaction. Jobs of one batch
+ * tend to end together, so only the last 16 notes are searched for it; a
+ * batch noted twice is probed twice, which finishes it once all the same. */
+static int batch_note_end(struct store *st, const char *batch_id)
+{
+    size_t from = st->bend_n > 16 ? st->bend_n - 16 : 0;
+    for (size_t i = st->bend_n; i-- > from;)
+        if (strcmp(st->bend[i], batch_id) == 0) return 0;
+    if (strlen(batch_id) != ID_LEN) return 0; /* not a batch id this server made: nothing to finish */
+    if (st->bend_n == st->bend_cap) {
+        size_t ncap = st->bend_cap ? 2 * st->bend_cap : 64;
+        void *nb = realloc(st->bend, ncap * sizeof *st->bend);
+        if (!nb) return -ENOMEM;
+        st->bend = nb;
+        st->bend_cap = ncap;
+    }
+    memcpy(st->bend[st->bend_n++], batch_id, ID_LEN + 1);
+    return 0;
+}
+
 int store__job_write(struct store *st, struct store_op *op, struct job *job, bool insert)
 {
     sqlite3 *db = st->wdb;
@@ -288,7 +308,15 @@ int store__job_write(struct store *st, struct store_op *op, struct job *job, boo
     int ret = e ? event_insert(st, e) : 0;
     if (!ret && terminal && job->callback_url && strcmp(job->callback_status, "pending") == 0)
         ret = delivery_insert(st, "job", job->id, job->callback_url);
-    if (!ret && terminal && job->batch_id) ret = batch_maybe_finish(st, op, job->batch_id);
+    if (!ret && terminal && job->batch_id) ret = batch_note_end(st, job->batch_id);
+    return ret;
+}
+
+int store__batches_finish(struct store *st, struct store_op *last)
+{
+    int ret = 0;
+    for (size_t i = 0; i < st->bend_n && !ret; i++) ret = batch_maybe_finish(st, last, st->bend[i]);
+    st->bend_n = 0;
     return ret;
 }
 

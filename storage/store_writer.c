@@ -344,12 +344,16 @@ static int batch_commit(struct store *st, struct store_op *batch)
         goto out;
     }
     batch_dedup(st, batch);
+    struct store_op *tail = batch;
     for (struct store_op *op = batch; op; op = op->next) {
         /* A skipped update still writes its event: each state change is one. */
         ret = op->superseded_by ? store__event_write_only(st, op) : op_exec(st, op);
         if (ret) goto out;
+        tail = op;
     }
-    if ((ret = store__events_flush(st)) || (ret = store__events_trim(st))) goto out;
+    if ((ret = store__batches_finish(st, tail)) || (ret = store__events_flush(st)) ||
+        (ret = store__events_trim(st)))
+        goto out;
     /* A skipped update shares the fate of the one that overwrote it. */
     for (struct store_op *op = batch; op; op = op->next) {
         struct store_op *last = op->superseded_by;
@@ -372,6 +376,7 @@ out:
         }
         st->ev_seq = seq0;
         st->ev_npend = 0;
+        st->bend_n = 0;
         st->ev_trimmed = trimmed0;
     } else {
         atomic_store(&st->ev_latest, st->ev_seq);

@@ -374,6 +374,96 @@ static void test_batch_is_all_or_nothing_and_finishes_with_its_last_job(void)
     tmp_remove(&t);
 }
 
+/* Makes a batch of n queued noops (committed); copies[i] are their jobs. */
+static void make_batch(struct store *st, struct store_batch *b, struct job **copies, int n)
+{
+    *b = (struct store_batch){.created_at_ms = clock_wall_ms(), .callback_url = "http://127.0.0.1:9/cb"};
+    id_new(b->id);
+    struct job **jobs = calloc((size_t)n, sizeof *jobs);
+    for (int i = 0; i < n; i++) {
+        jobs[i] = make_job("noop", JOB_QUEUED);
+        job_set_str(&jobs[i]->batch_id, b->id);
+        copies[i] = job_dup(jobs[i]);
+    }
+    struct bdone d = {0};
+    CHECK_EQ_INT(store_batch_insert(st, b, jobs, (size_t)n, batch_cb, &d), 0);
+    store_sync(st);
+    CHECK_EQ_INT(d.rc, 0);
+}
+
+static void test_batches_ending_in_one_transaction_finish_once_after_every_job_event(void)
+{
+    struct tmp t;
+    tmp_make(&t, "batch-one-txn");
+    struct store *st = open_at(t.db, 0);
+    struct store_batch a, b;
+    struct job *ja[4], *jb[3];
+    make_batch(st, &a, ja, 4);
+    make_batch(st, &b, jb, 3);
+    struct job *other = make_job("noop", JOB_QUEUED);
+    CHECK_EQ_INT(store_job_insert(st, job_dup(other), NULL, NULL), 0);
+    store_sync(st);
+    struct seen *s = calloc(1, sizeof *s);
+    store_set_event_cb(st, on_event, s);
+
+    /* One transaction: the jobs of both batches end, interleaved, one of
+     * a's twice over (running, then its end), and an unrelated job last. */
+    store__debug_pause(st, true);
+    for (int i = 0; i < 4; i++) {
+        if (i == 2) update_to(st, ja[i], JOB_RUNNING);
+        update_to(st, ja[i], i == 3 ? JOB_FAILED : JOB_SUCCEEDED);
+        if (i < 3) update_to(st, jb[i], JOB_CANCELLED);
+    }
+    update_to(st, other, JOB_RUNNING);
+    store__debug_pause(st, false);
+    store_sync(st);
+
+    int batch_events = 0, jobs_after_batch = 0;
+    for (int k = 0; k < s->n; k++) {
+        if (strcmp(s->type[k], "batch") == 0) batch_events++;
+        else if (batch_events) jobs_after_batch++;
+        if (k) CHECK(s->seq[k] == s->seq[k - 1] + 1); /* announced in seq order, no gap */
+    }
+    CHECK_EQ_INT(s->n, 4 + 1 + 3 + 1 + 2); /* 8 job ends, a running, other's start, two batches */
+    CHECK_EQ_INT(batch_events, 2);
+    CHECK_EQ_INT(jobs_after_batch, 0); /* a batch ends after every job event of its transaction */
+    struct store_batch got;
+    CHECK_EQ_INT(store_batch_get(st, a.id, false, &got), 0);
+    CHECK(got.finished_at_ms > 0 && got.counts[JOB_SUCCEEDED] == 3 && got.counts[JOB_FAILED] == 1);
+    store_batch_clear(&got);
+    CHECK_EQ_INT(store_batch_get(st, b.id, false, &got), 0);
+    CHECK(got.finished_at_ms > 0 && got.counts[JOB_CANCELLED] == 3);
+    store_batch_clear(&got);
+    struct store_delivery dl[4];
+    CHECK_EQ_INT(store_deliveries_next(st, dl, 4), 2); /* one callback per batch */
+
+    /* A batch with a job still pending at COMMIT is not finished. */
+    struct store_batch c;
+    struct job *jc[2];
+    make_batch(st, &c, jc, 2);
+    store__debug_pause(st, true);
+    update_to(st, jc[0], JOB_SUCCEEDED);
+    update_to(st, jc[1], JOB_RUNNING);
+    store__debug_pause(st, false);
+    store_sync(st);
+    CHECK_EQ_INT(store_batch_get(st, c.id, false, &got), 0);
+    CHECK(got.finished_at_ms == 0);
+    store_batch_clear(&got);
+    update_to(st, jc[1], JOB_SUCCEEDED);
+    store_sync(st);
+    CHECK_EQ_INT(store_batch_get(st, c.id, false, &got), 0);
+    CHECK(got.finished_at_ms > 0);
+    store_batch_clear(&got);
+
+    store_close(st);
+    for (int i = 0; i < 4; i++) job_free(ja[i]);
+    for (int i = 0; i < 3; i++) job_free(jb[i]);
+    for (int i = 0; i < 2; i++) job_free(jc[i]);
+    job_free(other);
+    free(s);
+    tmp_remove(&t);
+}
+
 /* ---- deliveries and recovery ----------------------------------------------------- */
 
 static void test_job_end_queues_its_callback_and_retries_are_kept(void)
@@ -462,6 +552,7 @@ int main(void)
     RUN(test_events_in_chunks_survive_a_failed_batch_op_in_their_transaction);
     RUN(test_log_is_bounded_and_keeps_the_newest);
     RUN(test_batch_is_all_or_nothing_and_finishes_with_its_last_job);
+    RUN(test_batches_ending_in_one_transaction_finish_once_after_every_job_event);
     RUN(test_job_end_queues_its_callback_and_retries_are_kept);
     RUN(test_recovery_announces_its_changes_and_keeps_the_attempt);
     return harness_finish();
