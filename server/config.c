@@ -555,6 +555,8 @@ static int exec_array_apply(struct load *L, const char *file, const cJSON *arr)
         x.e[x.n - 1].memory_mb = (long)mem;
         x.e[x.n - 1].cpu_seconds = (long)cpu;
     }
+    /* found by fuzz_config: [] was taken, and the server started with nowhere to run a job */
+    if (x.n == 0) return fail(L, "%s: executors: the list is empty (at least one executor is needed)", file);
     memcpy(L->cfg->executors, x.e, sizeof x.e);
     L->cfg->n_executors = x.n;
     return 0;

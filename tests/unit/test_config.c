@@ -281,6 +281,9 @@ static void test_file_errors(void)
                            NULL, NULL, path),
                  CONFIG_ERROR);
     CHECK_ERR_HAS("executors[0].max_queued: \"0\" is out of range");
+    CHECK_EQ_INT(load_file("{\"executors\": []}", NULL, NULL, path), CONFIG_ERROR);
+    CHECK_ERR_HAS("executors: the list is empty (at least one executor is needed)");
+    CHECK_ERR_HAS(path);
     CHECK_EQ_INT(load_file("{\"executors\": 3}", NULL, NULL, path), CONFIG_ERROR);
     CHECK_ERR_HAS("executors: expected a list of executors or a string, not a number");
 
