@@ -40,7 +40,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "../common/clock.h"
 #include "../common/hash.h"
@@ -409,14 +408,8 @@ static bool queue_is_starts_only(const struct store *st)
  * linger_us later; nothing waits on it. */
 static void linger_for_more(struct store *st)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += st->linger_us / 1000000;
-    until.tv_nsec += (st->linger_us % 1000000) * 1000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    int64_t deadline_ns = clock_mono_ns() + (int64_t)st->linger_us * 1000; /* q_wake is CLOCK_MONOTONIC */
+    struct timespec until = {.tv_sec = deadline_ns / 1000000000LL, .tv_nsec = deadline_ns % 1000000000LL};
     uint64_t seq = st->q_seq;
     while (!st->closing && !st->paused && !st->syncing && st->q_seq == seq)
         if (pthread_cond_timedwait(&st->q_wake, &st->q_lock, &until) == ETIMEDOUT) break;

@@ -156,43 +156,44 @@ static void test_sync_and_close_end_the_linger(void)
     tmp_remove(&t);
 }
 
-static void test_a_start_alone_commits_after_the_default_linger(void)
+/* Commits a job's insert, queues its start alone and waits (deadline 30 s)
+ * for the writer to commit it by itself; returns the stats after. */
+static struct store_stats start_alone(const char *name, long linger_us, enum job_status *in_db)
 {
     struct tmp t;
-    tmp_make(&t, "linger-default");
-    struct store *st = open_linger(t.db, 0); /* 500 us */
+    tmp_make(&t, name);
+    struct store *st = open_linger(t.db, linger_us);
     struct job *j = make_job();
     CHECK_EQ_INT(store_job_insert(st, job_dup(j), NULL, NULL), 0);
     store_sync(st);
     uint64_t commits = stats_of(st).commits;
     update_to(st, j, JOB_RUNNING);
-    /* no store_sync (it would end the linger): wait for the writer itself */
+    /* no store_sync (it would end a linger): wait for the writer itself */
     int64_t t0 = clock_mono_ms();
     while (stats_of(st).commits == commits && clock_mono_ms() - t0 < 30000) pass_ms(1);
-    CHECK_EQ_INT(stats_of(st).commits, commits + 1);
-    CHECK_EQ_INT(status_in_db(st, j->id), JOB_RUNNING);
+    struct store_stats after = stats_of(st);
+    CHECK_EQ_INT(after.commits, commits + 1);
+    *in_db = status_in_db(st, j->id);
     store_close(st);
     job_free(j);
     tmp_remove(&t);
+    return after;
+}
+
+static void test_a_start_alone_commits_after_the_default_linger(void)
+{
+    enum job_status s;
+    struct store_stats after = start_alone("linger-default", 0, &s); /* 500 us */
+    CHECK_EQ_INT(after.last_batch, 1);
+    CHECK_EQ_INT(s, JOB_RUNNING);
 }
 
 static void test_without_linger_a_start_commits_alone(void)
 {
-    struct tmp t;
-    tmp_make(&t, "linger-off");
-    struct store *st = open_linger(t.db, -1);
-    struct job *j = make_job();
-    CHECK_EQ_INT(store_job_insert(st, job_dup(j), NULL, NULL), 0);
-    store_sync(st);
-    uint64_t commits = stats_of(st).commits;
-    update_to(st, j, JOB_RUNNING);
-    int64_t t0 = clock_mono_ms();
-    while (stats_of(st).commits == commits && clock_mono_ms() - t0 < 30000) pass_ms(1);
-    CHECK_EQ_INT(stats_of(st).commits, commits + 1);
-    CHECK_EQ_INT(stats_of(st).last_batch, 1);
-    store_close(st);
-    job_free(j);
-    tmp_remove(&t);
+    enum job_status s;
+    struct store_stats after = start_alone("linger-off", -1, &s);
+    CHECK_EQ_INT(after.last_batch, 1);
+    CHECK_EQ_INT(s, JOB_RUNNING);
 }
 
 /* ---- where callbacks run ------------------------------------------------ */
