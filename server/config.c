@@ -7,7 +7,7 @@
  *
  * Order of work (config_load): apply the defaults; scan argv once to check it
  * and find --help, --version and --config; the config file (--config, else
- * JOBD_CONFIG); the environment; argv again. A later source simply overwrites
+ * JOBD_CONFIG; read by config_file.c); the environment; argv again. A later source simply overwrites
  * an earlier one. Executors named without their own max_queued get
  * cfg->max_queued at the very end, so `--max-queued` reaches list entries.
  *
@@ -15,7 +15,7 @@
  * "JOBD_LISTEN", "/etc/jobd.json: listen") and the bad value, except the
  * token, which is a secret and never echoed.
  */
-#include "config.h"
+#include "config_int.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -36,42 +36,15 @@
 
 #define EXEC_SIZE_MAX 4096      /* threads or processes */
 #define ASYNC_SIZE_MAX 1000000  /* concurrent jobs on one event loop */
-#define MAX_QUEUED_MAX 100000000L
-#define CONFIG_FILE_MAX (1 << 20) /* bytes */
 #define TOKEN_FILE_MAX 4096       /* bytes */
 #define RETENTION_MAX_S (3650LL * 86400) /* ten years */
 
-struct load {
-    struct config *cfg;
-    char *err;
-    size_t errlen;
-    const char *token_by; /* flag of the token setting used in the current source, or NULL */
-    /* Settings given by a higher-precedence source: a lower source's value for
-     * them is never looked at, so a bad JOBD_LISTEN cannot stop a good --listen. */
-    bool by_flag[64];
-    bool by_env[64];
-};
 
-/* T_DURATION_MS: whole seconds, or a whole number with a unit suffix s, m, h
- * or d ("90s", "12h", "7d"); bounds in seconds; stored as int64_t ms. */
-enum type { T_STRING, T_BOOL, T_INT, T_LONG, T_SECONDS_MS, T_DURATION_MS, T_CUSTOM };
 
-struct setting {
-    const char *flag;    /* without "--"; the file key is this with '_' for '-' */
-    const char *metavar; /* NULL for booleans, which take no value */
-    const char *env;
-    enum type type;
-    const char *def;     /* default as text ("N" = cores), NULL = none */
-    long long min, max;  /* bounds of T_INT, T_LONG, T_SECONDS_MS, T_DURATION_MS (seconds) */
-    size_t offset, size; /* field in struct config (all but T_CUSTOM) */
-    int (*parse)(struct load *L, const char *name, const char *value); /* T_CUSTOM */
-    const char *help;
-};
 
-static int fail(struct load *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Writes the message into L->err; returns -1 for `return fail(...)`. */
-static int fail(struct load *L, const char *fmt, ...)
+/* Writes the message into L->err; returns -1 for `return config__fail(...)`. */
+int config__fail(struct load *L, const char *fmt, ...)
 {
     if (L->err && L->errlen) {
         va_list ap;
@@ -83,16 +56,16 @@ static int fail(struct load *L, const char *fmt, ...)
 }
 
 /* Parses a whole decimal number in [min, max] into *out. */
-static int parse_int(struct load *L, const char *name, const char *v, long long min, long long max, long long *out)
+int config__parse_int(struct load *L, const char *name, const char *v, long long min, long long max, long long *out)
 {
     char *end = NULL;
     long long n = 0;
     errno = 0;
     /* strtoll alone would also take leading spaces and '+' */
     if (isdigit((unsigned char)v[0]) || (v[0] == '-' && isdigit((unsigned char)v[1]))) n = strtoll(v, &end, 10);
-    if (!end || *end) return fail(L, "%s: \"%s\" is not a whole number", name, v);
+    if (!end || *end) return config__fail(L, "%s: \"%s\" is not a whole number", name, v);
     if (errno == ERANGE || n < min || n > max)
-        return fail(L, "%s: \"%s\" is out of range %lld..%lld", name, v, min, max);
+        return config__fail(L, "%s: \"%s\" is out of range %lld..%lld", name, v, min, max);
     *out = n;
     return 0;
 }
@@ -115,12 +88,13 @@ static int parse_duration(struct load *L, const char *name, const char *v, long 
     /* but n * 86400 may overflow: compare before multiplying (max_s >= 0) */
     n = n > max_s / unit ? max_s + 1 : n * unit;
     if (n < min_s || n > max_s)
-        return fail(L, "%s: \"%s\" is out of range %llds..%llds (%lld days)", name, v, min_s, max_s, max_s / 86400);
+        return config__fail(L, "%s: \"%s\" is out of range %llds..%llds (%lld days)", name, v, min_s, max_s,
+                            max_s / 86400);
     *out_ms = (int64_t)n * 1000;
     return 0;
 bad:
-    return fail(L, "%s: \"%s\" is not a duration: whole seconds, or a whole number with s, m, h or d (90s, 12h, 7d)",
-                name, v);
+    return config__fail(
+        L, "%s: \"%s\" is not a duration: whole seconds, or a whole number with s, m, h or d (90s, 12h, 7d)", name, v);
 }
 
 static int parse_bool(struct load *L, const char *name, const char *v, bool *out)
@@ -130,12 +104,12 @@ static int parse_bool(struct load *L, const char *name, const char *v, bool *out
         if (strcasecmp(v, yes[i]) == 0) return *out = true, 0;
         if (strcasecmp(v, no[i]) == 0) return *out = false, 0;
     }
-    return fail(L, "%s: \"%s\" is not a boolean (1/0, true/false, yes/no, on/off)", name, v);
+    return config__fail(L, "%s: \"%s\" is not a boolean (1/0, true/false, yes/no, on/off)", name, v);
 }
 
 /* Reads a whole file of at most `max` bytes into a new NUL-terminated buffer
  * (*out, freed by the caller). Returns 0 or a negative errno (-EFBIG when too large). */
-static int read_file(const char *path, size_t max, char **out, size_t *len)
+int config__read_file(const char *path, size_t max, char **out, size_t *len)
 {
     int rc = 0;
     char *buf = NULL;
@@ -163,14 +137,15 @@ out:
 }
 
 /* Applies one value from any source. `name` is how the user wrote the setting. */
-static int setting_apply(struct load *L, const struct setting *s, const char *name, const char *v)
+int config__setting_apply(struct load *L, const struct setting *s, const char *name, const char *v)
 {
     char *field = (char *)L->cfg + s->offset;
     long long n;
     switch (s->type) {
     case T_STRING:
-        if (!*v) return fail(L, "%s: must not be empty", name);
-        if (strlen(v) >= s->size) return fail(L, "%s: \"%s\" is too long (at most %zu bytes)", name, v, s->size - 1);
+        if (!*v) return config__fail(L, "%s: must not be empty", name);
+        if (strlen(v) >= s->size)
+            return config__fail(L, "%s: \"%s\" is too long (at most %zu bytes)", name, v, s->size - 1);
         memcpy(field, v, strlen(v) + 1);
         return 0;
     case T_BOOL:
@@ -178,7 +153,7 @@ static int setting_apply(struct load *L, const struct setting *s, const char *na
     case T_INT:
     case T_LONG:
     case T_SECONDS_MS:
-        if (parse_int(L, name, v, s->min, s->max, &n) < 0) return -1;
+        if (config__parse_int(L, name, v, s->min, s->max, &n) < 0) return -1;
         if (s->type == T_INT) *(int *)field = (int)n;
         else if (s->type == T_LONG) *(long *)field = (long)n;
         else *(int64_t *)field = (int64_t)n * 1000;
@@ -188,7 +163,7 @@ static int setting_apply(struct load *L, const struct setting *s, const char *na
     case T_CUSTOM:
         return s->parse(L, name, v);
     }
-    return fail(L, "%s: internal error: bad setting type", name);
+    return config__fail(L, "%s: internal error: bad setting type", name);
 }
 
 static int set_listen(struct load *L, const char *name, const char *v)
@@ -214,13 +189,13 @@ static int set_listen(struct load *L, const char *name, const char *v)
         if (!isalnum((unsigned char)host[i]) && !strchr(".-_:%", host[i])) goto bad;
     if (!*port || strspn(port, "0123456789") != strlen(port) || strlen(port) > 5) goto bad;
     p = strtoll(port, NULL, 10);
-    if (p > 65535) return fail(L, "%s: \"%s\": port %lld is out of range 0..65535", name, v, p);
+    if (p > 65535) return config__fail(L, "%s: \"%s\": port %lld is out of range 0..65535", name, v, p);
     memcpy(L->cfg->listen_host, host, hlen);
     L->cfg->listen_host[hlen] = '\0';
     L->cfg->listen_port = (int)p;
     return 0;
 bad:
-    return fail(L, "%s: \"%s\" is not ADDR:PORT (example: 127.0.0.1:8080, [::1]:8080)", name, v);
+    return config__fail(L, "%s: \"%s\" is not ADDR:PORT (example: 127.0.0.1:8080, [::1]:8080)", name, v);
 }
 
 /* Both token settings land here. The value is a secret: never echoed. */
@@ -228,15 +203,15 @@ static int token_store(struct load *L, const char *name, const char *by, const c
 {
     size_t n = strlen(v);
     if (L->token_by && strcmp(L->token_by, by) != 0)
-        return fail(L, "%s: a token is already given by %s of the same source; use one of them", name,
+        return config__fail(L, "%s: a token is already given by %s of the same source; use one of them", name,
                     L->token_by);
     L->token_by = by;
-    if (n == 0) return fail(L, "%s: the token is empty", name);
+    if (n == 0) return config__fail(L, "%s: the token is empty", name);
     if (n >= sizeof L->cfg->token)
-        return fail(L, "%s: the token is too long (at most %zu characters)", name, sizeof L->cfg->token - 1);
+        return config__fail(L, "%s: the token is too long (at most %zu characters)", name, sizeof L->cfg->token - 1);
     for (size_t i = 0; i < n; i++)
         if (v[i] <= ' ' || v[i] > '~')
-            return fail(L, "%s: the token may hold only printable ASCII without spaces", name);
+            return config__fail(L, "%s: the token may hold only printable ASCII without spaces", name);
     memcpy(L->cfg->token, v, n + 1);
     return 0;
 }
@@ -250,14 +225,14 @@ static int set_token_file(struct load *L, const char *name, const char *v)
 {
     char *buf = NULL;
     size_t n = 0;
-    int rc = read_file(v, TOKEN_FILE_MAX, &buf, &n);
+    int rc = config__read_file(v, TOKEN_FILE_MAX, &buf, &n);
     if (rc < 0) {
-        rc = fail(L, "%s: cannot read \"%s\": %s", name, v, strerror(-rc));
+        rc = config__fail(L, "%s: cannot read \"%s\": %s", name, v, strerror(-rc));
         goto out;
     }
     while (n > 0 && isspace((unsigned char)buf[n - 1])) buf[--n] = '\0';
     if (n == 0) {
-        rc = fail(L, "%s: \"%s\" is empty", name, v);
+        rc = config__fail(L, "%s: \"%s\" is empty", name, v);
         goto out;
     }
     rc = token_store(L, name, "token-file", buf);
@@ -269,7 +244,7 @@ out:
 static int set_log_level(struct load *L, const char *name, const char *v)
 {
     if (log_level_parse(v, &L->cfg->log_level) < 0)
-        return fail(L, "%s: \"%s\" is not a log level (debug, info, warn, error, off)", name, v);
+        return config__fail(L, "%s: \"%s\" is not a log level (debug, info, warn, error, off)", name, v);
     return 0;
 }
 
@@ -277,7 +252,7 @@ static int set_log_format(struct load *L, const char *name, const char *v)
 {
     if (strcmp(v, "text") == 0) L->cfg->log_format = LOG_FORMAT_TEXT;
     else if (strcmp(v, "json") == 0) L->cfg->log_format = LOG_FORMAT_JSON;
-    else return fail(L, "%s: \"%s\" is not a log format (text or json)", name, v);
+    else return config__fail(L, "%s: \"%s\" is not a log format (text or json)", name, v);
     return 0;
 }
 
@@ -285,29 +260,30 @@ static int set_sync(struct load *L, const char *name, const char *v)
 {
     if (strcmp(v, "full") == 0) L->cfg->sync_full = true;
     else if (strcmp(v, "normal") == 0) L->cfg->sync_full = false;
-    else return fail(L, "%s: \"%s\" is not a sync mode (full or normal)", name, v);
+    else return config__fail(L, "%s: \"%s\" is not a sync mode (full or normal)", name, v);
     return 0;
 }
 
 /* --plugin (repeatable) and JOBD_PLUGINS (colon-separated) append; a lower
  * source's list is never read once a higher one gave any (by_flag/by_env). */
-static int plugin_add(struct load *L, const char *name, const char *path, size_t len)
+int config__plugin_add(struct load *L, const char *name, const char *path, size_t len)
 {
     struct config *cfg = L->cfg;
-    if (len == 0) return fail(L, "%s: a plugin path is empty", name);
-    if (len >= 4096) return fail(L, "%s: \"%.64s...\" is too long (at most 4095 bytes)", name, path);
-    if (cfg->n_plugins == CONFIG_MAX_PLUGINS) return fail(L, "%s: too many plugins (at most %d)", name, CONFIG_MAX_PLUGINS);
-    if (!(cfg->plugins[cfg->n_plugins] = strndup(path, len))) return fail(L, "%s: out of memory", name);
+    if (len == 0) return config__fail(L, "%s: a plugin path is empty", name);
+    if (len >= 4096) return config__fail(L, "%s: \"%.64s...\" is too long (at most 4095 bytes)", name, path);
+    if (cfg->n_plugins == CONFIG_MAX_PLUGINS)
+        return config__fail(L, "%s: too many plugins (at most %d)", name, CONFIG_MAX_PLUGINS);
+    if (!(cfg->plugins[cfg->n_plugins] = strndup(path, len))) return config__fail(L, "%s: out of memory", name);
     cfg->n_plugins++;
     return 0;
 }
 
 static int set_plugin(struct load *L, const char *name, const char *v)
 {
-    if (strcmp(name, "JOBD_PLUGINS") != 0) return plugin_add(L, name, v, strlen(v));
+    if (strcmp(name, "JOBD_PLUGINS") != 0) return config__plugin_add(L, name, v, strlen(v));
     for (const char *p = v;; p++) {
         size_t len = strcspn(p, ":");
-        if (len && plugin_add(L, name, p, len) < 0) return -1; /* "a::b" and a trailing ':' are forgiven */
+        if (len && config__plugin_add(L, name, p, len) < 0) return -1; /* "a::b" and a trailing ':' are forgiven */
         p += len;
         if (!*p) return 0;
     }
@@ -315,14 +291,10 @@ static int set_plugin(struct load *L, const char *name, const char *v)
 
 /* --- executors --- */
 
-struct exec_list {
-    struct core_executor_config e[CONFIG_MAX_EXECUTORS];
-    int n;
-};
 
 /* Validates one executor and appends it. `where` names the entry in errors;
  * max_queued < 0 means "cfg->max_queued, once every source is read". */
-static int exec_add(struct load *L, struct exec_list *x, const char *where, const char *name, const char *kind,
+int config__exec_add(struct load *L, struct exec_list *x, const char *where, const char *name, const char *kind,
                     const char *size, long max_queued)
 {
     static const struct { const char *name; unsigned kind; } kinds[] = {
@@ -332,18 +304,20 @@ static int exec_add(struct load *L, struct exec_list *x, const char *where, cons
     char what[4400];
     long long n;
     if (len == 0 || len >= CORE_NAME_MAX || strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_-") != len)
-        return fail(L, "%s: executor name \"%s\" must be 1..%d characters of a-z, 0-9, '_' and '-'", where, name,
-                    CORE_NAME_MAX - 1);
+        return config__fail(L, "%s: executor name \"%s\" must be 1..%d characters of a-z, 0-9, '_' and '-'", where,
+                            name, CORE_NAME_MAX - 1);
     for (int i = 0; i < x->n; i++)
-        if (strcmp(x->e[i].name, name) == 0) return fail(L, "%s: executor name \"%s\" is used twice", where, name);
-    if (x->n == CONFIG_MAX_EXECUTORS) return fail(L, "%s: too many executors (at most %d)", where, CONFIG_MAX_EXECUTORS);
+        if (strcmp(x->e[i].name, name) == 0)
+            return config__fail(L, "%s: executor name \"%s\" is used twice", where, name);
+    if (x->n == CONFIG_MAX_EXECUTORS)
+        return config__fail(L, "%s: too many executors (at most %d)", where, CONFIG_MAX_EXECUTORS);
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         if (strcmp(kind, kinds[i].name) == 0) k = kinds[i].kind;
-    if (!k) return fail(L, "%s: \"%s\" is not an executor kind (thread, process or async)", where, kind);
+    if (!k) return config__fail(L, "%s: \"%s\" is not an executor kind (thread, process or async)", where, kind);
     snprintf(what, sizeof what, "%s: size of executor \"%s\"", where, name);
     /* An async executor's size only bounds concurrent jobs on one loop (no
      * thread or process each), so it may be far larger. */
-    if (parse_int(L, what, size, 1, k == TASK_KIND_ASYNC ? ASYNC_SIZE_MAX : EXEC_SIZE_MAX, &n) < 0) return -1;
+    if (config__parse_int(L, what, size, 1, k == TASK_KIND_ASYNC ? ASYNC_SIZE_MAX : EXEC_SIZE_MAX, &n) < 0) return -1;
     struct core_executor_config *e = &x->e[x->n++];
     memset(e, 0, sizeof *e); /* memory_mb, cpu_seconds: none unless the file's entry sets them */
     memcpy(e->name, name, len + 1);
@@ -370,16 +344,16 @@ static int exec_list_parse(struct load *L, const char *where, const char *list, 
         char *eq = strchr(entry, '='), *colon = eq ? strchr(eq, ':') : NULL;
         if (!colon) goto bad;
         *eq = *colon = '\0';
-        if (exec_add(L, x, where, entry, eq + 1, colon + 1, max_queued) < 0) return -1;
+        if (config__exec_add(L, x, where, entry, eq + 1, colon + 1, max_queued) < 0) return -1;
         if (!p[len]) return 0;
         p += len + 1;
         continue;
     bad:
-        return fail(L, "%s: \"%.*s\" is not NAME=KIND:SIZE (example: cpu=thread:4)", where, (int)len, p);
+        return config__fail(L, "%s: \"%.*s\" is not NAME=KIND:SIZE (example: cpu=thread:4)", where, (int)len, p);
     }
 }
 
-static int set_executors(struct load *L, const char *name, const char *v)
+int config__set_executors(struct load *L, const char *name, const char *v)
 {
     struct exec_list x;
     if (exec_list_parse(L, name, v, -1, &x) < 0) return -1;
@@ -413,7 +387,7 @@ static const struct setting settings[] = {
      "require 'Authorization: Bearer TOKEN' on /v1 and /metrics"},
     {"token-file", "FILE", "JOBD_TOKEN_FILE", T_CUSTOM, NULL, 0, 0, CUSTOM(set_token_file),
      "read the token from FILE (trailing whitespace dropped)"},
-    {"executors", "LIST", "JOBD_EXECUTORS", T_CUSTOM, DEFAULT_EXECUTORS, 0, 0, CUSTOM(set_executors),
+    {"executors", "LIST", "JOBD_EXECUTORS", T_CUSTOM, DEFAULT_EXECUTORS, 0, 0, CUSTOM(config__set_executors),
      "NAME=KIND:SIZE[,...], KIND thread, process or async; SIZE 1..4096 (async: 1..1000000)"},
     {"allow-exec", NULL, "JOBD_ALLOW_EXEC", T_BOOL, "off", 0, 0, FIELD(allow_exec),
      "enable the exec task (runs commands); env: 1/0, true/false, yes/no, on/off"},
@@ -467,14 +441,14 @@ static const struct setting settings[] = {
 #define N_SETTINGS ((int)(sizeof settings / sizeof settings[0]))
 _Static_assert(sizeof settings / sizeof settings[0] <= 64, "struct load's by_flag/by_env hold 64 settings");
 
-static const struct setting *setting_by_flag(const char *flag, size_t len)
+const struct setting *config__setting_by_flag(const char *flag, size_t len)
 {
     for (int i = 0; i < N_SETTINGS; i++)
         if (strlen(settings[i].flag) == len && memcmp(settings[i].flag, flag, len) == 0) return &settings[i];
     return NULL;
 }
 
-static const struct setting *setting_by_key(const char *key)
+const struct setting *config__setting_by_key(const char *key)
 {
     for (int i = 0; i < N_SETTINGS; i++) {
         const char *f = settings[i].flag, *k = key;
@@ -484,175 +458,9 @@ static const struct setting *setting_by_key(const char *key)
     return NULL;
 }
 
-/* --- the config file --- */
-
-static const char *json_type(const cJSON *j)
+bool config__overridden(const struct load *L, const struct setting *s)
 {
-    if (cJSON_IsString(j)) return "a string";
-    if (cJSON_IsNumber(j)) return "a number";
-    if (cJSON_IsBool(j)) return "a boolean";
-    if (cJSON_IsArray(j)) return "a list";
-    if (cJSON_IsObject(j)) return "an object";
-    return "null";
-}
-
-/* A JSON number as the decimal text the setting parsers take; -1 if not whole. */
-static int json_int_text(const cJSON *j, char *buf, size_t len)
-{
-    double d = j->valuedouble;
-    if (d != d || d < -9e15 || d > 9e15 || d != (double)(long long)d) return -1;
-    snprintf(buf, len, "%lld", (long long)d);
-    return 0;
-}
-
-/* Reads an optional whole-number key of an executor entry into *out. */
-static int exec_entry_number(struct load *L, const char *where, const char *key, const cJSON *v, long long lo,
-                             long long hi, long long *out)
-{
-    char what[4300], text[32];
-    if (!v) return 0;
-    snprintf(what, sizeof what, "%s.%s", where, key);
-    if (!cJSON_IsNumber(v)) return fail(L, "%s: expected a number, not %s", what, json_type(v));
-    if (json_int_text(v, text, sizeof text) < 0) return fail(L, "%s: %g is not a whole number", what, v->valuedouble);
-    return parse_int(L, what, text, lo, hi, out);
-}
-
-/* The file form of executors:
- * [{"name", "kind", "size", "max_queued"?, "memory_mb"?, "cpu_seconds"?}, ...];
- * the limits apply to process executors only. */
-static int exec_array_apply(struct load *L, const char *file, const cJSON *arr)
-{
-    enum { K_NAME, K_KIND, K_SIZE, K_MAXQ, K_MEM, K_CPU, K_N };
-    static const char *const keys[K_N] = {"name", "kind", "size", "max_queued", "memory_mb", "cpu_seconds"};
-    struct exec_list x = {.n = 0};
-    const cJSON *item;
-    int i = 0;
-    cJSON_ArrayForEach(item, arr) {
-        char where[4200], num[32];
-        const cJSON *v[K_N] = {NULL};
-        long long mq = -1, mem = 0, cpu = 0;
-        snprintf(where, sizeof where, "%s: executors[%d]", file, i++);
-        if (!cJSON_IsObject(item)) return fail(L, "%s: expected an object, not %s", where, json_type(item));
-        for (const cJSON *f = item->child; f; f = f->next) {
-            size_t k = 0;
-            while (k < K_N && strcmp(f->string, keys[k]) != 0) k++;
-            if (k == K_N)
-                return fail(L, "%s: unknown key \"%s\" (name, kind, size, max_queued, memory_mb, cpu_seconds)", where,
-                            f->string);
-            v[k] = f;
-        }
-        if (!cJSON_IsString(v[K_NAME]) || !cJSON_IsString(v[K_KIND]) || !cJSON_IsNumber(v[K_SIZE]))
-            return fail(L, "%s: needs \"name\" and \"kind\" strings and a \"size\" number", where);
-        if (json_int_text(v[K_SIZE], num, sizeof num) < 0)
-            return fail(L, "%s: size of executor \"%s\" is not a whole number", where, v[K_NAME]->valuestring);
-        if (exec_entry_number(L, where, "max_queued", v[K_MAXQ], 1, MAX_QUEUED_MAX, &mq) < 0 ||
-            exec_entry_number(L, where, "memory_mb", v[K_MEM], 16, 1024 * 1024, &mem) < 0 ||
-            exec_entry_number(L, where, "cpu_seconds", v[K_CPU], 1, 86400 * 365, &cpu) < 0)
-            return -1;
-        if ((v[K_MEM] || v[K_CPU]) && strcmp(v[K_KIND]->valuestring, "process") != 0)
-            return fail(L, "%s: memory_mb and cpu_seconds apply to process executors only", where);
-        if (exec_add(L, &x, where, v[K_NAME]->valuestring, v[K_KIND]->valuestring, num, (long)mq) < 0) return -1;
-        x.e[x.n - 1].memory_mb = (long)mem;
-        x.e[x.n - 1].cpu_seconds = (long)cpu;
-    }
-    /* found by fuzz_config: [] was taken, and the server started with nowhere to run a job */
-    if (x.n == 0) return fail(L, "%s: executors: the list is empty (at least one executor is needed)", file);
-    memcpy(L->cfg->executors, x.e, sizeof x.e);
-    L->cfg->n_executors = x.n;
-    return 0;
-}
-
-static int file_apply(struct load *L, const char *file)
-{
-    char *text = NULL;
-    size_t len = 0;
-    cJSON *root = NULL;
-    const char *end = NULL;
-    int rc = read_file(file, CONFIG_FILE_MAX, &text, &len);
-    if (rc < 0) {
-        rc = fail(L, "config file \"%s\": cannot read: %s", file, strerror(-rc));
-        goto out;
-    }
-    root = cJSON_ParseWithLengthOpts(text, len, &end, false);
-    if (!root || !cJSON_IsObject(root)) {
-        int line = 1;
-        for (const char *c = text; root == NULL && end && c < end; c++) line += *c == '\n';
-        rc = root ? fail(L, "%s: expected a JSON object of settings, not %s", file, json_type(root))
-                  : fail(L, "%s: not valid JSON (line %d)", file, line);
-        goto out;
-    }
-    L->token_by = NULL;
-    for (const cJSON *j = root->child; j; j = j->next) {
-        const struct setting *s = setting_by_key(j->string);
-        char name[4200], num[32];
-        const char *v = NULL;
-        snprintf(name, sizeof name, "%s: %s", file, j->string);
-        if (strcmp(j->string, "commands") == 0) { /* the file only; checked when tasks are registered */
-            if (!cJSON_IsArray(j)) {
-                rc = fail(L, "%s: expected a list of command objects, not %s", name, json_type(j));
-                goto out;
-            }
-            cJSON_Delete(L->cfg->commands); /* a repeated key: the last one wins, as for every key */
-            if (!(L->cfg->commands = cJSON_Duplicate(j, true))) {
-                rc = fail(L, "%s: out of memory", name);
-                goto out;
-            }
-            continue;
-        }
-        if (strcmp(j->string, "plugins") == 0) {
-            s = setting_by_flag("plugin", 6);
-            if (L->by_flag[s - settings] || L->by_env[s - settings]) continue; /* overridden */
-            const cJSON *p;
-            if (!cJSON_IsArray(j)) {
-                rc = fail(L, "%s: expected a list of paths, not %s", name, json_type(j));
-                goto out;
-            }
-            cJSON_ArrayForEach(p, j) {
-                if (!cJSON_IsString(p)) {
-                    rc = fail(L, "%s: expected a list of paths, but it holds %s", name, json_type(p));
-                    goto out;
-                }
-                if ((rc = plugin_add(L, name, p->valuestring, strlen(p->valuestring))) < 0) goto out;
-            }
-            continue;
-        }
-        if (s && strcmp(s->flag, "plugin") == 0) s = NULL; /* the file says "plugins" */
-        if (!s || strcmp(s->flag, "config") == 0) {
-            rc = fail(L, "%s: unknown key \"%s\" (keys are the flags of jobd --help, '_' for '-')", file, j->string);
-            goto out;
-        }
-        if (L->by_flag[s - settings] || L->by_env[s - settings]) continue; /* overridden */
-        if (s->parse == set_executors && cJSON_IsArray(j)) {
-            if ((rc = exec_array_apply(L, file, j)) < 0) goto out;
-            continue;
-        }
-        if (s->type == T_BOOL && cJSON_IsBool(j)) v = cJSON_IsTrue(j) ? "true" : "false";
-        else if ((s->type == T_STRING || s->type == T_CUSTOM || s->type == T_DURATION_MS) && cJSON_IsString(j))
-            v = j->valuestring;
-        else if (s->type != T_BOOL && s->type != T_STRING && s->type != T_CUSTOM && cJSON_IsNumber(j)) {
-            if (json_int_text(j, num, sizeof num) < 0) {
-                rc = fail(L, "%s: %g is not a whole number", name, j->valuedouble);
-                goto out;
-            }
-            v = num;
-        }
-        if (!v) {
-            rc = fail(L, "%s: expected %s, not %s", name,
-                      s->type == T_BOOL ? "true or false"
-                      : s->parse == set_executors ? "a list of executors or a string"
-                      : (s->type == T_STRING || s->type == T_CUSTOM) ? "a string"
-                      : s->type == T_DURATION_MS ? "a number of seconds or a duration string (\"7d\")"
-                      : "a number",
-                      json_type(j));
-            goto out;
-        }
-        if ((rc = setting_apply(L, s, name, v)) < 0) goto out;
-    }
-    rc = 0;
-out:
-    cJSON_Delete(root);
-    free(text);
-    return rc;
+    return L->by_flag[s - settings] || L->by_env[s - settings];
 }
 
 /* --- environment and argv --- */
@@ -669,7 +477,7 @@ static int env_apply(struct load *L, char **envp)
             const struct setting *s = &settings[i];
             if (strlen(s->env) != (size_t)(eq - *e) || memcmp(s->env, *e, (size_t)(eq - *e)) != 0) continue;
             if (L->by_flag[i]) continue;
-            if (strcmp(s->flag, "config") != 0 && setting_apply(L, s, s->env, eq + 1) < 0) return -1;
+            if (strcmp(s->flag, "config") != 0 && config__setting_apply(L, s, s->env, eq + 1) < 0) return -1;
         }
     }
     return 0;
@@ -694,26 +502,26 @@ static int args_scan(struct load *L, int argc, char **argv, bool apply, FILE *ou
         char name[128];
         if (strcmp(a, "-h") == 0) a = "--help";
         if (strncmp(a, "--", 2) != 0)
-            return fail(L, "unexpected argument \"%s\" (see --help)", a);
+            return config__fail(L, "unexpected argument \"%s\" (see --help)", a);
         eq = strchr(a + 2, '=');
         size_t len = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
         snprintf(name, sizeof name, "--%.*s", (int)len, a + 2);
         if (strcmp(name, "--help") == 0 || strcmp(name, "--version") == 0) {
-            if (eq) return fail(L, "%s takes no value", name);
+            if (eq) return config__fail(L, "%s takes no value", name);
             if (apply) continue;
             if (name[2] == 'h') config_print_help(out);
             else fprintf(out, "jobd %s\n", JOBD_VERSION);
             return 1;
         }
-        const struct setting *s = setting_by_flag(a + 2, len);
-        if (!s) return fail(L, "unknown option \"%s\" (see --help)", name);
+        const struct setting *s = config__setting_by_flag(a + 2, len);
+        if (!s) return config__fail(L, "unknown option \"%s\" (see --help)", name);
         if (eq) v = eq + 1;
         else if (!s->metavar) v = "true";
         else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) v = argv[++i];
-        else return fail(L, "%s needs a value (%s)", name, s->metavar);
+        else return config__fail(L, "%s needs a value (%s)", name, s->metavar);
         bool early = strcmp(s->flag, "config") == 0;
         if (!apply) L->by_flag[s - settings] = true;
-        if (early != apply && setting_apply(L, s, name, v) < 0) return -1;
+        if (early != apply && config__setting_apply(L, s, name, v) < 0) return -1;
     }
     return 0;
 }
@@ -741,10 +549,11 @@ static int defaults_apply(struct load *L, int ncores)
         if (!s->def) continue;
         default_expand(s->def, ncores, v, sizeof v);
         /* A default that follows the machine (N) is clamped, never refused. */
-        if ((s->type == T_INT || s->type == T_LONG) && parse_int(L, "default", v, LLONG_MIN, LLONG_MAX, &n) == 0)
+        if ((s->type == T_INT || s->type == T_LONG) &&
+            config__parse_int(L, "default", v, LLONG_MIN, LLONG_MAX, &n) == 0)
             snprintf(v, sizeof v, "%lld", n < s->min ? s->min : n > s->max ? s->max : n);
         snprintf(name, sizeof name, "default of --%s", s->flag);
-        if (setting_apply(L, s, name, v) < 0) return -1;
+        if (config__setting_apply(L, s, name, v) < 0) return -1;
     }
     return 0;
 }
@@ -766,16 +575,16 @@ enum config_result config_load(struct config *cfg, int argc, char **argv, char *
         goto out;
     }
     if (!cfg->config_file[0] && (path = env_lookup(envp, "JOBD_CONFIG")) &&
-        setting_apply(&L, setting_by_flag("config", 6), "JOBD_CONFIG", path) < 0)
+        config__setting_apply(&L, config__setting_by_flag("config", 6), "JOBD_CONFIG", path) < 0)
         goto out;
     for (int i = 0; i < N_SETTINGS; i++) L.by_env[i] = env_lookup(envp, settings[i].env) != NULL;
-    if (cfg->config_file[0] && file_apply(&L, cfg->config_file) < 0) goto out;
+    if (cfg->config_file[0] && config__file_apply(&L, cfg->config_file) < 0) goto out;
     if (env_apply(&L, envp) < 0) goto out;
     if (args_scan(&L, argc, argv, true, out) < 0) goto out;
     for (int i = 0; i < cfg->n_executors; i++)
         if (cfg->executors[i].max_queued < 0) cfg->executors[i].max_queued = cfg->max_queued;
     if (!cfg->token[0] && !cfg->insecure_no_auth && !config_listen_is_loopback(cfg->listen_host)) {
-        fail(&L, "--listen: %s is not a loopback address and no token is set: set --token, --token-file or "
+        config__fail(&L, "--listen: %s is not a loopback address and no token is set: set --token, --token-file or "
                  "JOBD_TOKEN, or pass --insecure-no-auth (JOBD_INSECURE_NO_AUTH=1) to serve without authentication",
              cfg->listen_host);
         goto out;

@@ -1,4 +1,4 @@
-/* fuzz_config.c - the configuration loader (server/config.c): argv, the
+/* fuzz_config.c - the configuration loader (server/config.c, config_file.c): argv, the
  * environment and the config file together, as config_load reads them, then
  * the file's "commands" as the task registry reads them at start-up
  * (task_register_commands), the way main() goes on.
