@@ -20,6 +20,7 @@ import subprocess
 import threading
 import time
 from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,37 @@ ANY = object()  # assert_error(field=ANY): no particular field expected
 # `field` must be absent or null.
 NO_FIELD_CODES = {"unauthorized", "not_found", "method_not_allowed", "conflict", "payload_too_large",
                   "unsupported_media_type", "queue_full"}
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that keeps no access log."""
+
+    def log_message(self, *args):
+        pass
+
+
+class LocalHTTPServer:
+    """A threading HTTP server on 127.0.0.1 and a kernel-chosen port, served
+    from a daemon thread, for tasks and webhooks to talk to. A client that
+    went away (a jobd killed mid-request) costs no traceback."""
+
+    def __init__(self, handler):
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                pass
+
+        self.httpd = Server(("127.0.0.1", 0), handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def url(self, path=""):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 def body_json(resp):

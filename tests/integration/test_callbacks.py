@@ -12,11 +12,10 @@ import hmac
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import assert_error, assert_job_shape, body_json, scaled, wait_for
+from conftest import LocalHTTPServer, QuietHandler, assert_error, assert_job_shape, body_json, scaled, wait_for
 
 HANG = "hang"  # a behaviour: never answer (until the receiver closes)
 
@@ -32,7 +31,7 @@ class Receiver:
         self.closing = threading.Event()
         rcv = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def do_POST(self):
@@ -60,17 +59,11 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(b"ok")
 
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self.server = LocalHTTPServer(Handler)
+        self.port = self.server.port
 
     def url(self, path="/hook"):
-        return f"http://127.0.0.1:{self.port}{path}"
+        return self.server.url(path)
 
     def posts(self, path=None):
         with self.lock:
@@ -78,8 +71,7 @@ class Receiver:
 
     def close(self):
         self.closing.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.server.close()
 
 
 @pytest.fixture

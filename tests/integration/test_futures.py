@@ -20,13 +20,12 @@ import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
 
-from conftest import (REQUEST_TIMEOUT, TERMINAL, assert_error, assert_job_shape, body_json, parse_ts, rfc3339,
-                      scaled, wait_for)
+from conftest import (REQUEST_TIMEOUT, TERMINAL, LocalHTTPServer, QuietHandler, assert_error, assert_job_shape,
+                      body_json, parse_ts, rfc3339, scaled, wait_for)
 
 MS = 0.0011  # timestamps carry milliseconds: allow one of rounding
 # A client-side elapsed time that must cover a server-side timer (a sleep, a
@@ -162,7 +161,7 @@ class Gate:
         self.opened = threading.Event()
         opened = self.opened
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self):
                 opened.wait(GATE_HOLD)
                 body = b"open"
@@ -171,16 +170,8 @@ class Gate:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args):
-                pass
-
-        class Server(ThreadingHTTPServer):
-            def handle_error(self, request, client_address):
-                pass  # the jobd that asked was killed meanwhile: nobody reads the answer
-
-        self.httpd = Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/gate"
+        self.server = LocalHTTPServer(Handler)
+        self.url = self.server.url("/gate")
 
     def spec(self, **opts):
         """A job spec: an http_get that succeeds once the gate is open."""
@@ -195,8 +186,7 @@ class Gate:
 
     def close(self):
         self.opened.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.server.close()
 
 
 @pytest.fixture

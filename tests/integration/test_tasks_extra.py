@@ -8,18 +8,16 @@ HTTP goes to servers of the test's own on 127.0.0.1: an http.server thread
 with a few routes, and a socket that listens but never answers.
 """
 
-import http.server
 import json
 import os
 import socket
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import (JOBD_BIN, REPO_ROOT, Server, assert_error, assert_job_shape, finish_server, run_jobd,
-                      scaled, wait_for)
+from conftest import (JOBD_BIN, REPO_ROOT, LocalHTTPServer, QuietHandler, Server, assert_error, assert_job_shape,
+                      finish_server, run_jobd, scaled, wait_for)
 
 MIB = 1 << 20
 
@@ -44,7 +42,7 @@ def kind_available(kind):
 # helpers: a local HTTP server and a silent socket
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     def do_GET(self):
         if self.path == "/hello":
             body = "hello, wörld".encode()
@@ -61,18 +59,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, *args):
-        pass
-
 
 @pytest.fixture(scope="module")
 def web():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    srv = LocalHTTPServer(_Handler)
+    yield srv.url()
+    srv.close()
 
 
 @pytest.fixture(scope="module")
